@@ -151,8 +151,7 @@ class RegionLatencyTracker:
         self._timer: threading.Timer | None = None
         self._closed = False
         self._load_cached_latencies()
-        if cache is not None:
-            _flush_at_exit(self)
+        self._exit_hook = _flush_at_exit(self) if cache is not None else None
 
     # -- the plan's API -------------------------------------------------------------------------
 
@@ -267,6 +266,9 @@ class RegionLatencyTracker:
         """Flush and stop the background saver; the tracker stays readable."""
         self._closed = True
         self.flush()
+        if self._exit_hook is not None:
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
 
     def __enter__(self) -> RegionLatencyTracker:
         return self
@@ -387,7 +389,7 @@ def _parse_cache_document(cached: object) -> dict[str, _RegionState]:
     return loaded
 
 
-def _flush_at_exit(tracker: RegionLatencyTracker) -> None:
+def _flush_at_exit(tracker: RegionLatencyTracker) -> Callable[[], None]:
     """Save pending samples when the interpreter exits, without keeping the tracker alive."""
     ref = weakref.ref(tracker)
 
@@ -397,3 +399,4 @@ def _flush_at_exit(tracker: RegionLatencyTracker) -> None:
             alive.flush()
 
     atexit.register(flush)
+    return flush

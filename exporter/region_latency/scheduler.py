@@ -1,0 +1,206 @@
+"""When probes run: every job once per interval, with jitter, bounded concurrency and no self-overlap.
+
+One scheduler thread keeps a heap of due times and hands due jobs to a thread pool. A slow or dead
+region only occupies its own worker (each probe honours its timeout); a job whose previous run is
+still in flight is skipped for that round and counted, never run twice at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from region_latency.probes.base import ErrorKind, ProbeFn, ProbeResult, Target
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JITTER = 0.1  # each run lands up to ±10 % of the interval off its slot, spreading load
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Probe `target` with `probe` every `interval` seconds; results go to `on_result`."""
+
+    key: str  # unique, e.g. "<target name>/<region>"
+    target: Target
+    probe: ProbeFn
+    interval: float
+    timeout: float
+    on_result: Callable[[Target, ProbeResult], None]
+
+
+def run_probe(probe: ProbeFn, target: Target, timeout: float) -> ProbeResult:
+    """Run one probe; a probe that raises (a bug) becomes an `other` failure, not a dead worker."""
+    try:
+        return probe(target, timeout)
+    except Exception as exc:
+        log.exception("probe of %s %s raised", target.service, target.region)
+        return ProbeResult.failure(ErrorKind.OTHER, f"probe raised {type(exc).__name__}: {exc}")
+
+
+def run_sweep(jobs: Sequence[Job], concurrency: int) -> list[ProbeResult]:
+    """Probe every job once, at most `concurrency` at a time; results in job order (CLI, benchmarks)."""
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs))), thread_name_prefix="sweep") as pool:
+        futures = [pool.submit(_run_and_deliver, job) for job in jobs]
+        return [future.result() for future in futures]
+
+
+def _run_and_deliver(job: Job) -> ProbeResult:
+    result = run_probe(job.probe, job.target, job.timeout)
+    try:
+        job.on_result(job.target, result)
+    except Exception:
+        log.exception("recording the result of %s failed", job.key)
+    return result
+
+
+@dataclass(order=True)
+class _Slot:
+    due: float
+    seq: int
+    job: Job = field(compare=False)
+    generation: int = field(compare=False)
+    nominal: float = field(compare=False)  # the un-jittered slot; jitter never accumulates
+
+
+class Scheduler:
+    """Runs jobs forever (until `stop`), each once per interval, at most `concurrency` at once."""
+
+    def __init__(
+        self,
+        concurrency: int = 64,
+        *,
+        jitter: float = DEFAULT_JITTER,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.jitter = jitter
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_tick = on_tick
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
+        self._heap: list[_Slot] = []
+        self._jobs: dict[str, Job] = {}
+        self._running: dict[str, Future[ProbeResult]] = {}
+        self._completed: set[str] = set()
+        self._skipped: dict[str, int] = {}
+        self._generation = 0
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def set_jobs(self, jobs: Iterable[Job]) -> None:
+        """Replace the job set (start-up and reload). New jobs run at once; kept jobs keep their slot."""
+        jobs = list(jobs)
+        with self._cond:
+            old = self._jobs
+            self._jobs = {job.key: job for job in jobs}
+            self._generation += 1
+            now = self._clock()
+            kept = {slot.job.key: slot for slot in self._heap if slot.job.key in self._jobs}
+            self._heap = []
+            for job in jobs:
+                slot = kept.get(job.key)
+                if job.key in old and slot is not None and old[job.key].interval == job.interval:
+                    due, nominal = slot.due, slot.nominal
+                else:
+                    due = nominal = now + self._rng.uniform(0, min(job.interval * self.jitter, 1.0))
+                heapq.heappush(self._heap, _Slot(due, next(self._seq), job, self._generation, nominal))
+            self._completed &= set(self._jobs)
+            self._cond.notify_all()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop scheduling and wait for in-flight probes (each bounded by its own timeout).
+
+        Returns False when some probe was still running after `timeout` seconds.
+        """
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            running = list(self._running.values())
+        if self._thread is not None:
+            self._thread.join()
+        _, not_done = wait(running, timeout=timeout)
+        self._pool.shutdown(wait=not not_done, cancel_futures=True)
+        return not not_done
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def sweep_done(self) -> bool:
+        """True once every current job has completed at least one run."""
+        with self._cond:
+            return bool(self._jobs) and self._completed >= set(self._jobs)
+
+    def skipped(self) -> dict[str, int]:
+        """Runs skipped because the job's previous run was still in flight, per job key."""
+        with self._cond:
+            return dict(self._skipped)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                now = self._clock()
+                if not self._heap:
+                    self._cond.wait(timeout=1.0)
+                    due_slot = None
+                elif self._heap[0].due > now:
+                    self._cond.wait(timeout=min(self._heap[0].due - now, 1.0))
+                    due_slot = None
+                else:
+                    due_slot = heapq.heappop(self._heap)
+                    self._dispatch(due_slot, now)
+            if self._on_tick is not None and due_slot is None:
+                try:
+                    self._on_tick()
+                except Exception:
+                    log.exception("scheduler tick hook failed")
+
+    def _dispatch(self, slot: _Slot, now: float) -> None:
+        """Start `slot`'s job unless it is still running; queue its next slot either way."""
+        job = slot.job
+        if slot.generation != self._generation or self._jobs.get(job.key) is not job:
+            return  # replaced by a reload
+        if job.key in self._running:
+            self._skipped[job.key] = self._skipped.get(job.key, 0) + 1
+            log.warning("%s: previous probe still running, skipping this round", job.key)
+        else:
+            future = self._pool.submit(_run_and_deliver, job)
+            self._running[job.key] = future
+            future.add_done_callback(lambda _f, key=job.key: self._finished(key))
+        nominal = slot.nominal + job.interval
+        if nominal < now:  # fell behind (a stalled process): restart the cadence instead of bursting
+            nominal = now + job.interval
+        next_due = nominal + self._rng.uniform(-self.jitter, self.jitter) * job.interval
+        heapq.heappush(self._heap, _Slot(next_due, next(self._seq), job, slot.generation, nominal))
+
+    def _finished(self, key: str) -> None:
+        with self._cond:
+            self._running.pop(key, None)
+            if key in self._jobs:
+                self._completed.add(key)

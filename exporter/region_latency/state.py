@@ -1,0 +1,170 @@
+"""One configured target's live state: its tracker, plus what operators see beyond the EMA.
+
+Probe results are recorded here (tracker update, histogram, counters, ranking evaluation) under
+one lock, and exporters read one immutable `TargetSnapshot` per scrape: a scrape never waits on a
+probe and never sees half an update.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from region_latency.probes.base import ProbeResult
+from region_latency.ranking import EMPTY_RANKING, PlainRanking, Ranking, RankingPolicy
+from region_latency.tracker import RegionLatencyTracker, TrackerSnapshot
+
+# Raw-sample histogram buckets (seconds): fine where inter-region round trips live (2 ms - 500 ms).
+SAMPLE_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+    0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    """The identity of a target: the labels every one of its series carries."""
+
+    name: str
+    service: str
+    probe: str
+
+
+@dataclass(frozen=True, slots=True)
+class LastProbe:
+    """The most recent probe of one region."""
+
+    at: float
+    success: bool
+    phases: Mapping[str, float]
+    status: int | None
+    error: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramData:
+    bucket_counts: tuple[int, ...]  # non-cumulative, one per SAMPLE_BUCKETS entry plus +Inf
+    total: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSnapshot:
+    info: TargetInfo
+    regions: tuple[str, ...]
+    tracker: TrackerSnapshot
+    ranking: Ranking
+    last_probe: Mapping[str, LastProbe]
+    histograms: Mapping[str, HistogramData]
+    probes_total: Mapping[str, int]
+    failures_total: Mapping[tuple[str, str], int]  # (region, reason) -> count
+    generation: int
+
+
+@dataclass(slots=True)
+class _Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(SAMPLE_BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(SAMPLE_BUCKETS, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def freeze(self) -> HistogramData:
+        return HistogramData(tuple(self.counts), self.total, self.count)
+
+
+class TargetState:
+    """Records probe results for one target and hands out consistent snapshots."""
+
+    def __init__(
+        self,
+        info: TargetInfo,
+        regions: Sequence[str],
+        tracker: RegionLatencyTracker,
+        policy: RankingPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.info = info
+        self.tracker = tracker
+        self.policy: RankingPolicy = policy or PlainRanking()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._regions = tuple(regions)
+        self._last_probe: dict[str, LastProbe] = {}
+        self._histograms: dict[str, _Histogram] = {}
+        self._probes_total: dict[str, int] = {}
+        self._failures_total: dict[tuple[str, str], int] = {}
+        self._generation = 0
+        self._snapshot: TargetSnapshot | None = None
+        with self._lock:
+            self._ranking = self.policy.evaluate(tracker.snapshot(), self._regions, clock())
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return self._regions
+
+    def record(self, region: str, result: ProbeResult) -> None:
+        """Fold one probe result into the tracker, the counters and the ranking, atomically."""
+        now = self._clock()
+        with self._lock:
+            self.tracker.record(region, result)
+            self._probes_total[region] = self._probes_total.get(region, 0) + 1
+            if result.latency is not None:
+                self._histograms.setdefault(region, _Histogram()).observe(result.latency)
+            else:
+                key = (region, str(result.error or "other"))
+                self._failures_total[key] = self._failures_total.get(key, 0) + 1
+            self._last_probe[region] = LastProbe(
+                at=now,
+                success=result.ok,
+                phases=MappingProxyType(dict(result.phases)),
+                status=result.status,
+                error=None if result.error is None else str(result.error),
+                detail=result.detail,
+            )
+            self._ranking = self.policy.evaluate(self.tracker.snapshot(), self._regions, now)
+            self._generation += 1
+            self._snapshot = None
+
+    def set_regions(self, regions: Sequence[str], policy: RankingPolicy | None = None) -> None:
+        """Change the probed regions (a reload): state of kept regions survives, dropped ones go."""
+        with self._lock:
+            dropped = set(self._regions) - set(regions)
+            for region in dropped:
+                self.tracker.forget(region)
+                self._last_probe.pop(region, None)
+                self._histograms.pop(region, None)
+                self._probes_total.pop(region, None)
+                for key in [k for k in self._failures_total if k[0] == region]:
+                    del self._failures_total[key]
+            self._regions = tuple(regions)
+            if policy is not None:
+                self.policy = policy
+            self._ranking = self.policy.evaluate(self.tracker.snapshot(), self._regions, self._clock())
+            self._generation += 1
+            self._snapshot = None
+
+    def snapshot(self) -> TargetSnapshot:
+        """The current state; the same object is returned until the next update."""
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = TargetSnapshot(
+                    info=self.info,
+                    regions=self._regions,
+                    tracker=self.tracker.snapshot(),
+                    ranking=self._ranking if self._regions else EMPTY_RANKING,
+                    last_probe=MappingProxyType(dict(self._last_probe)),
+                    histograms=MappingProxyType({r: h.freeze() for r, h in self._histograms.items()}),
+                    probes_total=MappingProxyType(dict(self._probes_total)),
+                    failures_total=MappingProxyType(dict(self._failures_total)),
+                    generation=self._generation,
+                )
+            return self._snapshot
