@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import socket
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -31,7 +37,7 @@ class Target:
     service: str
     region: str
     url: str
-    options: Mapping[str, Any] = field(default=_EMPTY)
+    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +49,7 @@ class ProbeResult:
     """
 
     latency: float | None
-    phases: Mapping[str, float] = field(default=_EMPTY)
+    phases: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
     error: ErrorKind | None = None
     detail: str = ""
     status: int | None = None
@@ -63,3 +69,189 @@ class ProbeResult:
 ProbeFn = Callable[[Target, float], ProbeResult]
 """A probe: `probe(target, timeout_seconds) -> ProbeResult`. It must return within the timeout
 (plus scheduling slack) and never raise for network trouble: failures are results."""
+
+
+# -- helpers shared by the probe modules ------------------------------------------------------------
+
+MAX_DETAIL = 200
+DEFAULT_PORTS: Mapping[str, int] = MappingProxyType({"https": 443, "http": 80})
+
+
+def check_timeout(timeout: object) -> float:
+    """A probe timeout must be a positive finite number of seconds (bad config fails loudly, early)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ValueError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+class Deadline:
+    """A probe's whole time budget on the perf_counter clock: every phase gets only what is left of it.
+
+    Per-operation socket timeouts alone would let DNS + connect + TLS + response each take the full
+    timeout; a shared deadline bounds the sum.
+    """
+
+    __slots__ = ("at", "started", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = check_timeout(timeout)
+        self.started = time.perf_counter()
+        self.at = self.started + self.timeout
+
+    def remaining(self) -> float:
+        """Seconds left (0.0 once expired, never negative)."""
+        return max(0.0, self.at - time.perf_counter())
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def expired(self) -> bool:
+        return time.perf_counter() >= self.at
+
+
+class ProbeError(Exception):
+    """Raised inside a probe to end it with a failure result; the probe catches it, callers never see it."""
+
+    def __init__(self, kind: ErrorKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = short_detail(detail)
+
+
+def short_detail(text: object, limit: int = MAX_DETAIL) -> str:
+    """One line, at most `limit` characters: details end up in logs and status pages."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` of an exception, short."""
+    message = str(exc)
+    return short_detail(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """The parts of a target URL a socket needs."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, "/" when the URL has none
+
+    @property
+    def host_is_ip(self) -> bool:
+        return is_ip_address(self.host)
+
+    def host_header(self) -> str:
+        """The Host header value: the name, plus the port when it is not the scheme's default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = DEFAULT_PORTS.get(self.scheme)
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_endpoint(url: str, port: object = None) -> Endpoint:
+    """Split `scheme://host[:port][/path]` (or bare `host:port`); ValueError says what is wrong.
+
+    `port` (e.g. from Target.options) overrides the URL's port.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"endpoint URL must be a non-empty string, got {url!r}")
+    parsed = urlsplit(url if "://" in url else f"tcp://{url}")
+    scheme = parsed.scheme.lower()
+    try:
+        url_port = parsed.port
+    except ValueError:
+        raise ValueError(f"endpoint URL {url!r} has an invalid port") from None
+    host = parsed.hostname
+    if not host:
+        raise ValueError(f"endpoint URL {url!r} has no host")
+    chosen = url_port if port is None else _check_port(port)
+    if chosen is None:
+        chosen = DEFAULT_PORTS.get(scheme)
+    if chosen is None:
+        raise ValueError(f"endpoint URL {url!r} needs a port (no default port for scheme {scheme!r})")
+    path = parsed.path or "/"
+    if parsed.query:
+        path = f"{path}?{parsed.query}"
+    return Endpoint(scheme=scheme, host=host, port=chosen, path=path)
+
+
+def _check_port(port: object) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not (0 < port < 65536):
+        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+    return port
+
+
+def is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def check_ip_version(value: object) -> int | None:
+    """Target.options["ip_version"]: 4, 6, or None (any family, in the resolver's order)."""
+    if value is None or value in ("any", ""):
+        return None
+    if value in (4, "4", "ipv4"):
+        return 4
+    if value in (6, "6", "ipv6"):
+        return 6
+    raise ValueError(f"ip_version must be 4, 6 or None, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The address to connect to, and how long name resolution took (None: the host was an IP literal)."""
+
+    address: str
+    family: socket.AddressFamily
+    seconds: float | None
+
+
+def resolve(host: str, port: int, deadline: Deadline, ip_version: int | None = None) -> Resolution:
+    """Resolve `host` within the deadline, timing only the resolver call itself.
+
+    getaddrinfo cannot be interrupted, so it runs in a daemon thread that the probe stops waiting for
+    at the deadline. The first address in the resolver's order (RFC 6724, as an SDK would connect)
+    of the wanted family wins. Failures raise ProbeError(DNS).
+    """
+    family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(ip_version or 0, socket.AF_UNSPEC)
+    if is_ip_address(host):
+        ip = ipaddress.ip_address(host)
+        if ip_version is not None and ip.version != ip_version:
+            raise ProbeError(ErrorKind.DNS, f"{host} is not an IPv{ip_version} address")
+        return Resolution(host, socket.AF_INET6 if ip.version == 6 else socket.AF_INET, None)
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def lookup() -> None:
+        started = time.perf_counter()
+        try:
+            outcome["infos"] = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.perf_counter() - started
+        done.set()
+
+    threading.Thread(target=lookup, name=f"resolve-{host}", daemon=True).start()
+    if not done.wait(deadline.remaining()):
+        raise ProbeError(ErrorKind.DNS, f"resolving {host} did not finish within {deadline.timeout:g}s")
+    if "error" in outcome:
+        raise ProbeError(ErrorKind.DNS, f"cannot resolve {host}: {_gai_message(outcome['error'])}")
+    infos = outcome["infos"]
+    if not infos:
+        raise ProbeError(ErrorKind.DNS, f"{host} has no {f'IPv{ip_version} ' if ip_version else ''}address")
+    fam, _, _, _, sockaddr = infos[0]
+    return Resolution(str(sockaddr[0]), fam, outcome["seconds"])
+
+
+def _gai_message(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror) and len(exc.args) > 1:
+        return str(exc.args[1])
+    return describe(exc)
