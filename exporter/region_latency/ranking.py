@@ -7,7 +7,7 @@ on how often it is scraped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -85,3 +85,9 @@ class PlainRanking:
             state = RegionState.FAILING if stats.consecutive_failures else RegionState.HEALTHY
             entries.append(RankedRegion(region, rank, state, stats.ema, stats.samples))
         return Ranking(entries=tuple(entries))
+
+
+def policy_from_config(settings: Mapping[str, object], *, interval: float) -> RankingPolicy:
+    """The ranking policy the configuration asks for (`ranking:` section; interval is the target's)."""
+    del settings, interval
+    return PlainRanking()

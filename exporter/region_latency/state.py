@@ -134,6 +134,16 @@ class TargetState:
             self._generation += 1
             self._snapshot = None
 
+    def reevaluate(self, now: float | None = None) -> None:
+        """Re-rank without a new result (clock-driven: staleness); publishes only if the ranking changed."""
+        with self._lock:
+            ranking = self.policy.evaluate(self.tracker.snapshot(), self._regions,
+                                           self._clock() if now is None else now)
+            if ranking != self._ranking:
+                self._ranking = ranking
+                self._generation += 1
+                self._snapshot = None
+
     def set_regions(self, regions: Sequence[str], policy: RankingPolicy | None = None) -> None:
         """Change the probed regions (a reload): state of kept regions survives, dropped ones go."""
         with self._lock:

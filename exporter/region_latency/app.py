@@ -1,0 +1,197 @@
+"""The running exporter: configuration -> trackers -> scheduler -> HTTP server, plus reload and shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from region_latency.cache import Cache, FileCache, PrefixedCache
+from region_latency.config import Config, ConfigError, TargetConfig, load_config, parse_listen
+from region_latency.export.prometheus import build_registry
+from region_latency.export.web import ExporterApp, WebHooks, WebServer
+from region_latency.probes import get_probe
+from region_latency.probes.base import ProbeResult, Target
+from region_latency.ranking import RankingPolicy
+from region_latency.regions import available_regions, endpoint_url
+from region_latency.scheduler import Job, Scheduler
+from region_latency.state import TargetInfo, TargetSnapshot, TargetState
+from region_latency.tracker import RegionLatencyTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where the configuration comes from, kept so that a reload reads it the same way."""
+
+    path: str | Path | None
+    env: Mapping[str, str] | None
+    overrides: Mapping[str, object] | None
+
+    def load(self) -> Config:
+        return load_config(self.path, env=self.env, overrides=self.overrides)
+
+
+def target_regions(target: TargetConfig) -> list[str]:
+    """The regions a target probes: botocore's list (or the configured one), plus explicit endpoints."""
+    if target.regions == "auto":
+        regions = available_regions(target.service, target.partition)
+    else:
+        regions = list(target.regions)
+    regions += [r for r in target.endpoints if r not in regions]
+    excluded = set(target.exclude_regions)
+    return [r for r in regions if r not in excluded]
+
+
+def probe_targets(target: TargetConfig, regions: list[str]) -> dict[str, Target]:
+    """One probe Target per region, with the configured endpoint URL or botocore's."""
+    options = dict(target.options)
+    return {
+        region: Target(
+            service=target.service,
+            region=region,
+            url=target.endpoints.get(region) or endpoint_url(target.service, region),
+            options=options,
+        )
+        for region in regions
+    }
+
+
+def make_cache(config: Config) -> Cache | None:
+    kind = config.cache.type
+    if kind == "none":
+        return None
+    if kind == "redis":
+        from region_latency.cache.redis import RedisCache
+
+        return RedisCache(config.cache.url, key_prefix=config.cache.key_prefix)
+    return FileCache(config.cache.path)
+
+
+def make_policy(config: Config, target: TargetConfig) -> RankingPolicy:
+    """The ranking policy a target uses (see ranking.py)."""
+    from region_latency.ranking import policy_from_config
+
+    return policy_from_config(config.ranking, interval=target.interval)
+
+
+class Exporter:
+    """Owns the trackers, their states, the scheduler and the web server of one process."""
+
+    def __init__(self, source: ConfigSource, config: Config | None = None) -> None:
+        self.source = source
+        self.config = config or source.load()
+        self.cache = make_cache(self.config)
+        self.states: dict[str, TargetState] = {}
+        self._targets: dict[str, dict[str, Target]] = {}
+        self._cache_loaded = False
+        self._reload_lock = threading.Lock()
+        self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate)
+        self._apply(self.config)
+        self.registry = build_registry(self.snapshots)
+        hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.reload)
+        host, port = parse_listen(self.config.listen)
+        self.web = WebServer(ExporterApp(self.registry, hooks), host, port)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def snapshots(self) -> list[TargetSnapshot]:
+        return [state.snapshot() for state in list(self.states.values())]
+
+    def ready(self) -> bool:
+        """Ready once a full sweep finished, or at once when the cache held a ranking."""
+        return self._cache_loaded or self.scheduler.sweep_done()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.web.start()
+        self.scheduler.start()
+        host, port = self.web.address
+        log.info("listening on http://%s:%d/metrics; probing %d target(s), %d region(s)",
+                 host or "0.0.0.0", port, len(self.states), sum(len(s.regions) for s in self.states.values()))
+
+    def stop(self) -> None:
+        """Stop scheduling, let in-flight probes finish (bounded by their timeout), save caches."""
+        timeout = max((t.timeout for t in self.config.targets), default=5.0) + 1.0
+        if not self.scheduler.stop(timeout=timeout):
+            log.warning("some probes were still running after %.1fs; exiting anyway", timeout)
+        for state in self.states.values():
+            state.tracker.close()
+        self.web.stop()
+
+    def reload(self) -> str | None:
+        """Re-read the configuration; keep tracker state of unchanged targets. Returns an error or None."""
+        with self._reload_lock:
+            try:
+                config = self.source.load()
+                self._check_reloadable(config)
+                self._apply(config)
+            except (ConfigError, ValueError) as exc:
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                return str(exc)
+            self.config = config
+            log.info("configuration reloaded: %d target(s)", len(self.states))
+            return None
+
+    def _check_reloadable(self, config: Config) -> None:
+        if config.listen != self.config.listen:
+            raise ConfigError(f"listen: changing the listen address ({self.config.listen} -> {config.listen}) "
+                              "needs a restart")
+        if config.cache != self.config.cache:
+            raise ConfigError("cache: changing the cache needs a restart")
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _apply(self, config: Config) -> None:
+        """Build or update one TargetState per configured target, then hand the jobs to the scheduler."""
+        resolved = {}
+        for target in config.targets:  # resolve everything first: a bad target changes nothing
+            regions = target_regions(target)
+            resolved[target.name] = (target, regions, probe_targets(target, regions), make_policy(config, target))
+        jobs = []
+        for name, (target, regions, targets, policy) in resolved.items():
+            state = self.states.get(name)
+            info = TargetInfo(name=name, service=target.service, probe=target.probe)
+            if state is None or state.info != info:
+                if state is not None:
+                    state.tracker.close()
+                cache = PrefixedCache(self.cache, name) if self.cache is not None else None
+                tracker = RegionLatencyTracker(cache=cache, logger=logging.getLogger(f"region_latency.{name}"))
+                self._cache_loaded |= bool(set(tracker.regions()) & set(regions))
+                state = TargetState(info, regions, tracker, policy)
+                self.states[name] = state
+            else:
+                state.set_regions(regions, policy)
+            self._targets[name] = targets
+            probe = get_probe(target.probe)
+            for region, probe_target in targets.items():
+                jobs.append(Job(
+                    key=f"{name}/{region}",
+                    target=probe_target,
+                    probe=probe,
+                    interval=target.interval,
+                    timeout=target.timeout,
+                    on_result=_recorder(state, region),
+                ))
+        for name in set(self.states) - set(resolved):
+            self.states.pop(name).tracker.close()
+            self._targets.pop(name, None)
+        self.scheduler.set_jobs(jobs)
+
+    def _reevaluate(self) -> None:
+        """Re-rank on the clock too, so a region that stops producing results still goes stale."""
+        now = time.time()
+        for state in list(self.states.values()):
+            state.reevaluate(now)
+
+
+def _recorder(state: TargetState, region: str):
+    def record(_target: Target, result: ProbeResult) -> None:
+        state.record(region, result)
+
+    return record

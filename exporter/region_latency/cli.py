@@ -1,0 +1,264 @@
+"""The command line: `serve` (the exporter), `probe` (one-shot ranking), `regions`, `check-config`.
+
+Every user error (bad config, bad flag, port in use) ends in one line on stderr and a non-zero exit,
+never a traceback: exit 2 for bad input, 1 for a runtime failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import statistics
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import click
+
+from region_latency import __version__
+from region_latency.config import Config, ConfigError, TargetConfig, load_config
+
+log = logging.getLogger("region_latency")
+
+CONFIG_HELP = "YAML configuration file (default: $REGION_LATENCY_CONFIG, else the built-in default)."
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(config_path: str | None, overrides: dict[str, object]) -> Config:
+    try:
+        return load_config(config_path, overrides={k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="region-latency-exporter")
+def cli() -> None:
+    """Measure latency to AWS regional endpoints, rank regions fastest first, and export it.
+
+    \b
+    Run the exporter:        region-latency-exporter serve
+    Rank regions once:       region-latency-exporter probe --service bedrock-runtime
+    See what gets probed:    region-latency-exporter regions bedrock-runtime
+    Validate a config file:  region-latency-exporter check-config --config config.yaml
+    """
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--listen", help="Address for /metrics, host:port (default :9720).")
+@click.option("--cache", "cache_type", type=click.Choice(["file", "redis", "none"]), help="Where state persists.")
+@click.option("--cache-path", type=click.Path(dir_okay=False), help="File for the file cache.")
+@click.option("--redis-url", help="URL of the redis cache, e.g. redis://localhost:6379/0.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), help="Probes in flight at most.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+def serve(config_path: str | None, listen: str | None, cache_type: str | None, cache_path: str | None,
+          redis_url: str | None, concurrency: int | None, log_level: str | None) -> None:
+    """Run the exporter: probe on a schedule and serve /metrics, /regions and a status page.
+
+    SIGHUP or POST /-/reload re-reads the configuration; SIGTERM or Ctrl-C stop it cleanly
+    (in-flight probes finish within their timeout, the cache is saved).
+    """
+    overrides = {"listen": listen, "cache": cache_type, "cache_path": cache_path, "redis_url": redis_url,
+                 "concurrency": concurrency, "log_level": log_level}
+    config = _load(config_path, overrides)
+    _setup_logging(config.log_level)
+    from region_latency.app import ConfigSource, Exporter
+
+    source = ConfigSource(config_path, None, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        exporter = Exporter(source, config)
+    except OSError as exc:
+        _fail(f"cannot listen on {config.listen}: {exc.strerror or exc}", 1)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    stop = threading.Event()
+
+    def on_stop(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        threading.Thread(target=exporter.reload, name="reload", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    exporter.start()
+    while not stop.wait(1.0):
+        pass
+    exporter.stop()
+    log.info("stopped")
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--service", help="Probe this service instead of the configured targets (e.g. bedrock-runtime).")
+@click.option("--probe", "probe_kind", type=click.Choice(["tcp", "https", "api"]), default="https",
+              show_default=True, help="Probe kind, with --service.")
+@click.option("--region", "regions", multiple=True, help="Only these regions (repeatable; default: all).")
+@click.option("--endpoint", "endpoints", multiple=True, metavar="REGION=URL",
+              help="Explicit endpoint URL for a region (repeatable).")
+@click.option("--partition", default="aws", show_default=True, help="Partition for --service.")
+@click.option("-n", "--count", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Probes per region.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--timeout", type=click.FloatRange(0.01, 300), default=5.0, show_default=True, help="Seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def probe(config_path: str | None, service: str | None, probe_kind: str, regions: Sequence[str],
+          endpoints: Sequence[str], partition: str, count: int, concurrency: int, timeout: float,
+          as_json: bool) -> None:
+    """Probe every region COUNT times now and print them ranked (like gcping/awsping)."""
+    from region_latency.app import probe_targets, target_regions
+
+    targets = _probe_targets_from_flags(config_path, service, probe_kind, regions, endpoints, partition, timeout)
+    report = []
+    for target in targets:
+        try:
+            names = target_regions(target)
+            probes = probe_targets(target, names)
+        except ValueError as exc:
+            _fail(str(exc))
+        report.append(_probe_target(target, probes, count, concurrency))
+    if as_json:
+        click.echo(json.dumps({"targets": report}, indent=2))
+    else:
+        for entry in report:
+            _print_table(entry)
+
+
+def _probe_targets_from_flags(config_path: str | None, service: str | None, probe_kind: str,
+                              regions: Sequence[str], endpoints: Sequence[str], partition: str,
+                              timeout: float) -> list[TargetConfig]:
+    explicit: dict[str, str] = {}
+    for item in endpoints:
+        region, sep, url = item.partition("=")
+        if not sep or not region or not url:
+            _fail(f"--endpoint takes REGION=URL, got {item!r}")
+        explicit[region] = url
+    if service is None:
+        if regions or explicit:
+            _fail("--region and --endpoint need --service (or put them in the config file)")
+        return list(_load(config_path, {}).targets)
+    try:
+        return [TargetConfig.model_validate({
+            "service": service, "probe": probe_kind, "partition": partition,
+            "regions": list(regions) if regions else "auto", "endpoints": explicit,
+            "timeout": timeout, "interval": max(timeout * 2, 30.0),
+        })]
+    except ValueError as exc:
+        _fail(ConfigError.from_validation(exc, source="flags") if hasattr(ConfigError, "from_validation")
+              else str(exc).splitlines()[0])
+
+
+def _probe_target(target: TargetConfig, probes: dict[str, Any], count: int, concurrency: int) -> dict[str, Any]:
+    from region_latency.probes import get_probe
+    from region_latency.scheduler import Job, run_sweep
+    from region_latency.tracker import RegionLatencyTracker
+
+    tracker = RegionLatencyTracker()
+    probe_fn = get_probe(target.probe)
+    samples: dict[str, list[float]] = {region: [] for region in probes}
+    errors: dict[str, list[str]] = {region: [] for region in probes}
+
+    def record(probe_target: Any, result: Any) -> None:
+        tracker.record(probe_target.region, result)
+        if result.latency is not None:
+            samples[probe_target.region].append(result.latency)
+        else:
+            errors[probe_target.region].append(f"{result.error}: {result.detail}")
+
+    jobs = [Job(f"{target.name}/{r}", t, probe_fn, target.interval, target.timeout, record) for r, t in probes.items()]
+    show_bar = sys.stderr.isatty()
+    with click.progressbar(length=count * len(jobs), label=f"probing {target.name}", file=sys.stderr,
+                           hidden=not show_bar) as bar:
+        for _ in range(count):
+            run_sweep(jobs, concurrency)
+            bar.update(len(jobs))
+    rows = []
+    for rank, region in enumerate(tracker.get_sorted_regions(list(probes)), start=1):
+        ok = samples[region]
+        rows.append({
+            "rank": rank if ok else None,
+            "region": region,
+            "url": probes[region].url,
+            "median_seconds": statistics.median(ok) if ok else None,
+            "ema_seconds": tracker.get_latency(region),
+            "ok": len(ok),
+            "errors": len(errors[region]),
+            "last_error": errors[region][-1] if errors[region] else None,
+        })
+    return {"name": target.name, "service": target.service, "probe": target.probe, "regions": rows}
+
+
+def _print_table(entry: dict[str, Any]) -> None:
+    click.echo(f"{entry['name']} ({entry['service']}, {entry['probe']} probe)")
+    click.echo(f"{'rank':>4}  {'region':<18} {'median':>10} {'ema':>10} {'ok':>5} {'err':>5}  last error")
+    for row in entry["regions"]:
+        median = "" if row["median_seconds"] is None else f"{row['median_seconds'] * 1000:.1f} ms"
+        ema = "" if row["ema_seconds"] is None else f"{row['ema_seconds'] * 1000:.1f} ms"
+        rank = "" if row["rank"] is None else str(row["rank"])
+        click.echo(f"{rank:>4}  {row['region']:<18} {median:>10} {ema:>10} {row['ok']:>5} {row['errors']:>5}  "
+                   f"{row['last_error'] or ''}")
+
+
+@cli.command()
+@click.argument("service")
+@click.option("--partition", default="aws", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def regions(service: str, partition: str, as_json: bool) -> None:
+    """List the regions and endpoint URLs botocore knows for SERVICE."""
+    from region_latency.regions import available_regions, endpoint_url
+
+    try:
+        rows = [{"region": r, "url": endpoint_url(service, r)} for r in available_regions(service, partition)]
+    except ValueError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps({"service": service, "partition": partition, "regions": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(f"botocore knows no {partition} regions for {service}", err=True)
+    for row in rows:
+        click.echo(f"{row['region']:<18} {row['url']}")
+
+
+@cli.command("check-config")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+def check_config(config_path: str | None) -> None:
+    """Validate the configuration, resolve its regions, and print the effective settings."""
+    from region_latency.app import target_regions
+
+    config = _load(config_path, {})
+    for target in config.targets:
+        try:
+            names = target_regions(target)
+        except ValueError as exc:
+            _fail(f"targets.{target.name}: {exc}")
+        click.echo(f"target {target.name}: {target.service} via {target.probe}, {len(names)} region(s), "
+                   f"every {target.interval:g}s, timeout {target.timeout:g}s")
+    click.echo(f"listen {config.listen}; cache {config.cache.type}; concurrency {config.concurrency}")
+    click.echo("configuration OK")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="region-latency-exporter")
+
+
+if __name__ == "__main__":
+    main()
