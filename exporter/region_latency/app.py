@@ -38,10 +38,8 @@ class ConfigSource:
 
 def target_regions(target: TargetConfig) -> list[str]:
     """The regions a target probes: botocore's list (or the configured one), plus explicit endpoints."""
-    if target.regions == "auto":
-        regions = available_regions(target.service, target.partition)
-    else:
-        regions = list(target.regions)
+    auto = target.regions == "auto"
+    regions = available_regions(target.service, target.partition) if auto else list(target.regions)
     regions += [r for r in target.endpoints if r not in regions]
     excluded = set(target.exclude_regions)
     return [r for r in regions if r not in excluded]
