@@ -75,6 +75,29 @@ def partitions() -> list[str]:
         return list(_botocore_session().get_available_partitions())
 
 
+def partition_regions(partition: str = DEFAULT_PARTITION) -> list[str]:
+    """Every region botocore knows in `partition` (any service), sorted; pseudo-regions like aws-global excluded.
+
+    For telling a typo (`us-east1`) from a real region a service is not listed in.
+    """
+    check_partition(partition)
+    return list(_partition_regions(partition))
+
+
+@functools.cache
+def _partition_regions(partition: str) -> tuple[str, ...]:
+    with _lock:
+        session = _botocore_session()
+        found: set[str] = set()
+        for data in session.get_component("data_loader").load_data("partitions")["partitions"]:
+            if data["id"] == partition:
+                found.update(name for name in data["regions"] if re.match(data["regionRegex"], name))
+        for data in session.get_data("endpoints")["partitions"]:
+            if data["partition"] == partition:
+                found.update(data["regions"])
+    return tuple(sorted(found))
+
+
 def check_service(service: str) -> None:
     """ValueError naming close matches when botocore has no model for `service`."""
     known = known_services()
@@ -255,6 +278,7 @@ __all__ = [
     "check_service",
     "endpoint_url",
     "known_services",
+    "partition_regions",
     "partitions",
     "region_partition",
 ]
