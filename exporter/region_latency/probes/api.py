@@ -1,0 +1,254 @@
+"""The `api` probe: one real, signed boto3 call to the service in the target's region.
+
+Timed from botocore's `before-send` to `before-parse` (see `_roundtrip`): signing, response parsing
+and client creation are outside the window, and retries are off (one attempt), so the latency is the
+network round trip of one request, like the `https` probe's `ttfb` plus the (small) body transfer.
+Clients are cached per (service, region, URL, profile, verify, timeout) and keep their connections
+alive, so after the first probe the window is a warm request, which is what an application's own
+pooled client pays. The first probe on a new client also pays TCP connect and TLS.
+
+Any service answer counts: AccessDenied, UnrecognizedClient, throttling or a 5xx still means the
+round trip happened; the latency is recorded with the status and the error code in `detail`.
+
+Options (Target.options):
+  operation   API operation name, e.g. "ListFoundationModels" (snake_case accepted); default from
+              DEFAULT_OPERATIONS for the service, required for any other service
+  params      keyword arguments for the operation (default {})
+  profile     AWS profile name (default: the standard credential chain)
+  ca_file     CA bundle path for TLS verification; `verify` (bool or path) and `insecure` as for https
+The whole probe (client set-up included) is bounded by the timeout: the call runs on a worker
+thread whose socket timeouts are the probe timeout, and the probe stops waiting at the deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore import exceptions as bce
+from botocore.client import BaseClient
+from botocore.config import Config
+
+from region_latency import __version__
+from region_latency.probes._roundtrip import RoundTripTimer, classify, error_code
+from region_latency.probes.base import Deadline, ErrorKind, ProbeResult, Target, describe, short_detail
+
+DEFAULT_OPERATIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "bedrock": "ListFoundationModels",  # GET /foundation-models, read-only, no input
+        "bedrock-runtime": "ListAsyncInvokes",  # GET /async-invoke, read-only, no input
+    }
+)
+
+
+def probe(target: Target, timeout: float) -> ProbeResult:
+    """Make the target's API call once, bounded by `timeout`; the latency is its network window."""
+    deadline = Deadline(timeout)
+    call = ApiCall.from_target(target, deadline.timeout)
+    return _bounded(lambda stage: _make_call(call, stage), deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One validated api target: which client to use and what to call on it."""
+
+    service: str
+    region: str
+    url: str
+    operation: str
+    params: Mapping[str, Any]
+    profile: str | None
+    verify: bool | str | None
+    timeout: float
+
+    @classmethod
+    def from_target(cls, target: Target, timeout: float) -> ApiCall:
+        """Validate the target's options; ValueError says which one is wrong."""
+        options = target.options
+        if not target.service or not isinstance(target.service, str):
+            raise ValueError(f"api probe needs a service name, got {target.service!r}")
+        if not target.url.startswith(("https://", "http://")):
+            raise ValueError(f"api probe needs an http(s):// endpoint URL, got {target.url!r}")
+        operation = options.get("operation") or DEFAULT_OPERATIONS.get(target.service)
+        if not operation or not isinstance(operation, str):
+            known = ", ".join(f"{s}: {o}" for s, o in DEFAULT_OPERATIONS.items())
+            raise ValueError(
+                f"api probe for service {target.service!r} needs options['operation'] "
+                f"(defaults exist only for {known})"
+            )
+        params = options.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ValueError(f"api option 'params' must be a mapping, got {params!r}")
+        profile = options.get("profile")
+        if profile is not None and not isinstance(profile, str):
+            raise ValueError(f"api option 'profile' must be a profile name, got {profile!r}")
+        return cls(target.service, target.region, target.url, operation, dict(params), profile,
+                   _verify(options), timeout)
+
+    @property
+    def client_key(self) -> tuple[Any, ...]:
+        return (self.service, self.region, self.url, self.profile, self.verify, self.timeout)
+
+
+def _verify(options: Mapping[str, Any]) -> bool | str | None:
+    """botocore's `verify`: None (default bundle), False (no verification) or a CA bundle path."""
+    verify, ca_file, insecure = options.get("verify"), options.get("ca_file"), options.get("insecure", False)
+    if sum(x not in (None, False) for x in (verify, ca_file, insecure)) + (verify is False) > 1:
+        raise ValueError("give only one of the api options 'verify', 'ca_file', 'insecure'")
+    if not isinstance(insecure, bool):
+        raise ValueError(f"api option 'insecure' must be true or false, got {insecure!r}")
+    if verify is not None and not isinstance(verify, bool | str):
+        raise ValueError(f"api option 'verify' must be a bool or a CA bundle path, got {verify!r}")
+    if ca_file is not None and not isinstance(ca_file, str):
+        raise ValueError(f"api option 'ca_file' must be a path, got {ca_file!r}")
+    if insecure or verify is False:
+        return False
+    return ca_file or (verify if isinstance(verify, str) else None)
+
+
+# -- the call, on a worker thread -----------------------------------------------------------------------
+
+_window = threading.local()  # the worker thread's last (seconds, status) from the RoundTripTimer
+
+
+def _make_call(call: ApiCall, stage: list[str]) -> ProbeResult:
+    client = _cached_client(call)
+    if isinstance(client, ProbeResult):
+        return client
+    method = getattr(client, _method_name(client, call.operation))
+    stage[0] = "the API call"
+    _window.last = None
+    try:
+        method(**call.params)
+    except bce.ClientError as exc:
+        return _answered(detail=error_code(exc.response))
+    except bce.ParamValidationError as exc:
+        raise ValueError(f"api option 'params' do not fit {call.operation}: {exc}") from None
+    except bce.BotoCoreError as exc:
+        if _window.last is not None:  # answered, but the answer did not parse: the round trip happened
+            return _answered(detail=f"unparsable response: {describe(exc)}")
+        return ProbeResult.failure(*classify(exc))
+    return _answered(detail="")
+
+
+def _answered(detail: str) -> ProbeResult:
+    last = _window.last
+    if last is None:
+        return ProbeResult.failure(ErrorKind.OTHER, short_detail(f"no request was sent {detail}".strip()))
+    seconds, status = last
+    return ProbeResult(latency=seconds, phases=MappingProxyType({"total": seconds}), status=status,
+                       detail=detail)
+
+
+def _record_window(seconds: float, status: int, operation: str) -> None:
+    _window.last = (seconds, status)
+
+
+def _bounded(work: Callable[[list[str]], ProbeResult], deadline: Deadline) -> ProbeResult:
+    """Run `work` on a daemon thread; a result after the deadline is dropped (the thread ends on its
+    own socket timeouts). Bad input (ValueError) is re-raised on the caller's thread."""
+    stage = ["client set-up"]
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["result"] = work(stage)
+        except ValueError as exc:
+            box["error"] = exc
+        except Exception as exc:  # a bug or an unexpected botocore failure: a result, not a dead probe
+            box["result"] = ProbeResult.failure(ErrorKind.OTHER, describe(exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="api-probe", daemon=True).start()
+    if not done.wait(deadline.remaining()):
+        return ProbeResult.failure(ErrorKind.TIMEOUT, f"no answer within {deadline.timeout:g}s (during {stage[0]})")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+# -- cached clients -------------------------------------------------------------------------------------
+
+_clients: dict[tuple[Any, ...], BaseClient] = {}
+_creation_locks: dict[tuple[Any, ...], threading.Lock] = {}
+_clients_lock = threading.Lock()
+
+
+def _cached_client(call: ApiCall) -> BaseClient | ProbeResult:
+    """The client for `call`, created once per key (creation is slow and never timed).
+
+    Without credentials no client is kept, so credentials that appear later are picked up.
+    """
+    key = call.client_key
+    with _clients_lock:
+        client = _clients.get(key)
+        lock = _creation_locks.setdefault(key, threading.Lock())
+    if client is not None:
+        return client
+    with lock:
+        with _clients_lock:
+            client = _clients.get(key)
+        if client is not None:
+            return client
+        made = _new_client(call)
+        if isinstance(made, BaseClient):
+            with _clients_lock:
+                _clients[key] = made
+        return made
+
+
+def _new_client(call: ApiCall) -> BaseClient | ProbeResult:
+    try:
+        session = boto3.session.Session(profile_name=call.profile)
+    except bce.ProfileNotFound as exc:
+        raise ValueError(f"api option 'profile': {exc}") from None
+    try:
+        credentials = session.get_credentials()
+    except bce.BotoCoreError as exc:
+        return ProbeResult.failure(ErrorKind.CREDENTIALS, f"loading AWS credentials failed: {describe(exc)}")
+    if credentials is None:
+        return ProbeResult.failure(ErrorKind.CREDENTIALS, "no AWS credentials found (env, profile, SSO, IMDS)")
+    config = Config(
+        retries={"total_max_attempts": 1},
+        connect_timeout=call.timeout,
+        read_timeout=call.timeout,
+        user_agent_extra=f"region-latency-exporter/{__version__}",
+    )
+    try:
+        client = session.client(call.service, region_name=call.region, endpoint_url=call.url,
+                                verify=call.verify, config=config)
+    except bce.UnknownServiceError:
+        raise ValueError(f"api probe: botocore knows no service {call.service!r}") from None
+    RoundTripTimer(_record_window, lambda exc: None).attach(client.meta.events)
+    return client
+
+
+def _method_name(client: BaseClient, operation: str) -> str:
+    """The client method for an operation given as an API name or as its snake_case method name."""
+    names = client.meta.service_model.operation_names
+    by_method = {botocore.xform_name(name): name for name in names}
+    if operation in names:
+        return botocore.xform_name(operation)
+    if operation in by_method:
+        return operation
+    raise ValueError(
+        f"service {client.meta.service_model.service_name!r} has no operation {operation!r} "
+        f"in botocore {botocore.__version__} (some: {', '.join(sorted(names)[:8])})"
+    )
+
+
+def clear_clients() -> None:
+    """Close and forget every cached client (tests; or after credentials or config change)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+        _creation_locks.clear()
+    for client in clients:
+        client.close()

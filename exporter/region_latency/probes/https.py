@@ -1,0 +1,342 @@
+"""The `https` probe: one real HTTP(S) request on a fresh connection, every phase timed by trace hooks.
+
+Phases: `dns` (resolved here, before connecting), `connect` (TCP handshake to the resolved address),
+`tls` (TLS handshake), `ttfb` (request headers start going out -> response headers received) and
+`total` (probe start -> response body read, body capped at 64 KiB).
+
+The latency that feeds the tracker is `ttfb`: on an established connection it is one request round
+trip plus the server's think time, which is what a pooled SDK client (boto3 keeps connections alive)
+pays on every call. `connect` and `tls` are paid once per connection and are exported as phases.
+
+The request goes through httpcore (the engine under httpx) with its `trace` extension, on a network
+backend that clamps every socket operation to what is left of the probe's deadline: httpx's own
+timeouts are per operation, so a server that trickles bytes or accepts and never answers could
+otherwise hold a probe for several timeouts. TCP_NODELAY is set by httpcore's sync backend.
+
+Options (Target.options):
+  path         request path and query (default: the URL's path, else "/")
+  method       HTTP method (default "GET")
+  headers      extra request headers (mapping)
+  port         overrides the URL's port
+  ip_version   4, 6 or None (default: the resolver's first address)
+  ca_file      path to a PEM CA bundle to trust instead of the default (certifi) bundle
+  verify       True (default), False (no verification), a CA bundle path, or an ssl.SSLContext
+  insecure     True disables certificate verification (default False)
+Any HTTP status counts as reachable; the status is recorded in ProbeResult.status.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import certifi
+import httpcore
+
+from region_latency import __version__
+from region_latency.probes.base import (
+    Deadline,
+    Endpoint,
+    ErrorKind,
+    ProbeError,
+    ProbeResult,
+    Target,
+    check_ip_version,
+    describe,
+    parse_endpoint,
+    resolve,
+)
+
+MAX_BODY = 64 * 1024
+USER_AGENT = f"region-latency-exporter/{__version__}"
+_METHOD = re.compile(r"^[A-Z]{1,16}$")
+_TIMEOUT_ERRORS = (httpcore.TimeoutException,)
+
+
+def probe(target: Target, timeout: float) -> ProbeResult:
+    """One HTTP(S) request to the target on a fresh connection; the result's latency is its `ttfb`."""
+    deadline = Deadline(timeout)
+    options = HttpsOptions.from_mapping(target.options)
+    endpoint = parse_endpoint(target.url, options.port)
+    if endpoint.scheme not in ("https", "http"):
+        raise ValueError(f"https probe needs an https:// (or http://) URL, got {target.url!r}")
+    phases: dict[str, float] = {}
+    try:
+        resolution = resolve(endpoint.host, endpoint.port, deadline, options.ip_version)
+        if resolution.seconds is not None:
+            phases["dns"] = resolution.seconds
+        return _request(endpoint, resolution.address, options, deadline, phases)
+    except ProbeError as exc:
+        return ProbeResult.failure(exc.kind, exc.detail, phases)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsOptions:
+    """The validated options of one https target."""
+
+    path: str | None = None
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    port: int | None = None
+    ip_version: int | None = None
+    ssl_context: ssl.SSLContext | None = None  # None: the default, verifying context
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> HttpsOptions:
+        """Validate Target.options; ValueError names the bad key."""
+        path = options.get("path")
+        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+            raise ValueError(f"https option 'path' must be a string starting with '/', got {path!r}")
+        method = options.get("method", "GET")
+        if not isinstance(method, str) or not _METHOD.match(method.upper()):
+            raise ValueError(f"https option 'method' must be an HTTP method name, got {method!r}")
+        headers = options.get("headers") or {}
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValueError(f"https option 'headers' must map strings to strings, got {headers!r}")
+        return cls(
+            path=path,
+            method=method.upper(),
+            headers=dict(headers),
+            port=options.get("port"),
+            ip_version=check_ip_version(options.get("ip_version")),
+            ssl_context=tls_context(options),
+        )
+
+
+def tls_context(options: Mapping[str, Any]) -> ssl.SSLContext | None:
+    """The SSLContext the options ask for (`verify`, `ca_file`, `insecure`); None means the default one."""
+    given = [key for key in ("verify", "ca_file", "insecure") if options.get(key) not in (None, False)]
+    if options.get("verify") is False:
+        given.append("verify")
+    if len(given) > 1:
+        raise ValueError(f"give only one of the https options 'verify', 'ca_file', 'insecure' (got {given})")
+    verify = options.get("verify")
+    if verify is not None and not isinstance(verify, bool | str | ssl.SSLContext):
+        raise ValueError(f"https option 'verify' must be a bool, a CA bundle path or an SSLContext, got {verify!r}")
+    insecure = options.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise ValueError(f"https option 'insecure' must be true or false, got {insecure!r}")
+    ca_file = options.get("ca_file")
+    if ca_file is not None and not isinstance(ca_file, str):
+        raise ValueError(f"https option 'ca_file' must be a path, got {ca_file!r}")
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if insecure or verify is False:
+        return _insecure_context()
+    path = ca_file if ca_file is not None else verify if isinstance(verify, str) else None
+    return None if path is None else _ca_file_context(path)
+
+
+@functools.lru_cache(maxsize=32)
+def _ca_file_context(path: str) -> ssl.SSLContext:
+    """Contexts are cached: loading a CA bundle costs milliseconds and must not happen per probe."""
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load CA bundle {path!r}: {describe(exc)}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _default_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+@functools.lru_cache(maxsize=1)
+def _insecure_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class PhaseTrace:
+    """The httpcore `trace` callback: a perf_counter stamp per event, and the step in progress."""
+
+    def __init__(self) -> None:
+        self.stamps: dict[str, float] = {}
+        self.started = "connect_tcp"  # the last step that started
+        self.failed: str | None = None  # the first step that failed (httpcore emits `<step>.failed`)
+
+    def __call__(self, event: str, info: Mapping[str, Any]) -> None:
+        now = time.perf_counter()
+        name = event.rsplit(".", 2)
+        step, state = (name[-2], name[-1]) if len(name) >= 2 else (event, "")
+        self.stamps[f"{step}.{state}"] = now
+        if state == "started":
+            self.started = step
+        elif state == "failed" and self.failed is None:
+            self.failed = step
+
+    @property
+    def step(self) -> str:
+        """The step a failure happened in (names the phase in error details)."""
+        return self.failed or self.started
+
+    def span(self, start: str, end: str) -> float | None:
+        if start in self.stamps and end in self.stamps:
+            return self.stamps[end] - self.stamps[start]
+        return None
+
+    def phases(self) -> dict[str, float]:
+        spans = {
+            "connect": self.span("connect_tcp.started", "connect_tcp.complete"),
+            "tls": self.span("start_tls.started", "start_tls.complete"),
+            "ttfb": self.span("send_request_headers.started", "receive_response_headers.complete"),
+        }
+        return {name: value for name, value in spans.items() if value is not None}
+
+
+def _request(
+    endpoint: Endpoint, address: str, options: HttpsOptions, deadline: Deadline, phases: dict[str, float]
+) -> ProbeResult:
+    """Send the request to `address` (Host header and SNI keep the endpoint's name) and time it."""
+    trace = PhaseTrace()
+    context = None
+    if endpoint.scheme == "https":
+        context = options.ssl_context or _default_context()
+    connection = httpcore.HTTPConnection(
+        origin=httpcore.Origin(endpoint.scheme.encode(), address.encode(), endpoint.port),
+        ssl_context=context,
+        network_backend=DeadlineBackend(deadline),
+        retries=0,
+    )
+    url = httpcore.URL(
+        scheme=endpoint.scheme, host=address, port=endpoint.port, target=options.path or endpoint.path
+    )
+    extensions: dict[str, Any] = {"trace": trace, "timeout": _timeouts(deadline)}
+    if endpoint.scheme == "https" and not endpoint.host_is_ip:
+        extensions["sni_hostname"] = endpoint.host
+    headers = {"Host": endpoint.host_header(), "User-Agent": USER_AGENT, "Accept": "*/*", **options.headers}
+    try:
+        with connection, connection.stream(options.method, url, headers=headers, extensions=extensions) as resp:
+            _read_some(resp)
+            status = resp.status
+    except httpcore.TimeoutException:
+        phases.update(trace.phases())
+        raise ProbeError(ErrorKind.TIMEOUT, _timeout_detail(trace.step, deadline)) from None
+    except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+        phases.update(trace.phases())
+        raise ProbeError(*_classify(exc, trace.step, deadline)) from None
+    phases.update(trace.phases())
+    phases["total"] = deadline.elapsed()
+    if "ttfb" not in phases:  # cannot happen with HTTP/1.1; guard rather than report a made-up number
+        raise ProbeError(ErrorKind.OTHER, "response arrived but the trace recorded no request timing")
+    return ProbeResult(latency=phases["ttfb"], phases=MappingProxyType(phases), status=status)
+
+
+def _read_some(response: httpcore.Response) -> None:
+    """Read up to MAX_BODY bytes of the body, so `total` covers a small response's transfer."""
+    received = 0
+    for chunk in response.iter_stream():
+        received += len(chunk)
+        if received >= MAX_BODY:
+            break
+
+
+def _timeouts(deadline: Deadline) -> dict[str, float]:
+    budget = deadline.remaining()
+    return {"connect": budget, "read": budget, "write": budget, "pool": budget}
+
+
+def _timeout_detail(step: str, deadline: Deadline) -> str:
+    return f"no answer within {deadline.timeout:g}s (during {_STEP_NAMES.get(step, step)})"
+
+
+_STEP_NAMES = {
+    "connect_tcp": "TCP connect",
+    "start_tls": "TLS handshake",
+    "send_request_headers": "sending the request",
+    "send_request_body": "sending the request",
+    "receive_response_headers": "waiting for the response",
+    "receive_response_body": "reading the response body",
+}
+
+
+def _classify(exc: BaseException, step: str, deadline: Deadline) -> tuple[ErrorKind, str]:
+    """Map an httpcore/socket failure to an ErrorKind, using the cause and the step it happened in."""
+    cause = exc.__cause__ or exc.__context__ or exc
+    where = _STEP_NAMES.get(step, step)
+    if isinstance(cause, TimeoutError) or deadline.expired:
+        return ErrorKind.TIMEOUT, _timeout_detail(step, deadline)
+    if isinstance(cause, ssl.SSLError) or step == "start_tls":
+        return ErrorKind.TLS, f"TLS handshake failed: {_ssl_reason(cause)}"
+    if step == "connect_tcp":
+        if isinstance(cause, ConnectionRefusedError | ConnectionResetError):
+            return ErrorKind.REFUSED, f"{where}: {describe(cause)}"
+        return ErrorKind.CONNECTION, f"{where}: {describe(cause)}"
+    if isinstance(exc, httpcore.RemoteProtocolError) and "disconnected" not in str(exc).lower():
+        return ErrorKind.HTTP, f"not a valid HTTP response: {describe(exc)}"
+    return ErrorKind.CONNECTION, f"{where}: {describe(cause)}"
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    return describe(exc)
+
+
+class DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sync backend with every socket operation's timeout cut to the deadline's remainder."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._deadline = deadline
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
+        stream = self._inner.connect_tcp(host, port, budget, local_address, socket_options or [])
+        return DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(min(seconds, self._deadline.remaining()))
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose reads, writes and TLS handshake never outlive the deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: Deadline) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _budget(self._deadline, timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _budget(self._deadline, timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, budget), self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+def _budget(deadline: Deadline, timeout: float | None, expired: type[Exception]) -> float:
+    """min(timeout, time left); raises `expired` at 0, since a socket timeout of 0 means non-blocking."""
+    left = deadline.remaining()
+    if left <= 0:
+        raise expired("probe deadline passed")
+    return left if timeout is None else min(timeout, left)

@@ -1,0 +1,74 @@
+"""The `tcp` probe: how long a TCP handshake to the endpoint takes (one network round trip).
+
+DNS is resolved and timed first (phase `dns`) and kept out of the latency, which is the connect
+time alone (phase `connect`). Nothing is sent: the socket is closed right after the handshake.
+
+Options (Target.options): `port` (overrides the URL's port), `ip_version` (4, 6 or None).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from types import MappingProxyType
+
+from region_latency.probes.base import (
+    Deadline,
+    ErrorKind,
+    ProbeError,
+    ProbeResult,
+    Target,
+    check_ip_version,
+    describe,
+    parse_endpoint,
+    resolve,
+)
+
+_REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET})
+
+
+def probe(target: Target, timeout: float) -> ProbeResult:
+    """Resolve, then time one TCP connect to the target's host and port, all within `timeout`."""
+    deadline = Deadline(timeout)
+    endpoint = parse_endpoint(target.url, target.options.get("port"))
+    ip_version = check_ip_version(target.options.get("ip_version"))
+    phases: dict[str, float] = {}
+    try:
+        resolution = resolve(endpoint.host, endpoint.port, deadline, ip_version)
+        if resolution.seconds is not None:
+            phases["dns"] = resolution.seconds
+        phases["connect"] = connect_time(resolution.family, resolution.address, endpoint.port, deadline)
+    except ProbeError as exc:
+        return ProbeResult.failure(exc.kind, exc.detail, phases)
+    phases["total"] = deadline.elapsed()
+    return ProbeResult(latency=phases["connect"], phases=MappingProxyType(phases))
+
+
+def connect_time(family: socket.AddressFamily, address: str, port: int, deadline: Deadline) -> float:
+    """Seconds one TCP handshake to (address, port) takes; ProbeError when it fails or runs out of time."""
+    budget = deadline.remaining()
+    if budget <= 0:
+        raise ProbeError(ErrorKind.TIMEOUT, f"no time left to connect to {address}:{port}")
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(budget)
+        started = time.perf_counter()
+        try:
+            sock.connect((address, port))
+        except TimeoutError:
+            raise ProbeError(
+                ErrorKind.TIMEOUT, f"connect to {address}:{port} timed out after {deadline.timeout:g}s"
+            ) from None
+        except OSError as exc:
+            raise ProbeError(connect_error_kind(exc), f"connect to {address}:{port}: {describe(exc)}") from None
+        return time.perf_counter() - started
+
+
+def connect_error_kind(exc: OSError) -> ErrorKind:
+    """Refused (or reset while connecting) is `refused`; unreachable networks and the rest are `connection`."""
+    if isinstance(exc, ConnectionRefusedError | ConnectionResetError) or exc.errno in _REFUSED_ERRNOS:
+        return ErrorKind.REFUSED
+    if isinstance(exc, TimeoutError):
+        return ErrorKind.TIMEOUT
+    return ErrorKind.CONNECTION
