@@ -277,7 +277,7 @@ class TargetConfig(_Model):
     def _duration(cls, value: Any) -> float:
         seconds = parse_duration(value)
         if seconds <= 0:
-            raise ValueError(f"duration {value!r} must be greater than zero")
+            raise ValueError(f"must be greater than zero (got {value!r})")
         return seconds
 
     @model_validator(mode="after")
@@ -398,7 +398,7 @@ class Config(_Model):
     @classmethod
     def _concurrency(cls, value: Any) -> Any:
         if isinstance(value, bool):
-            raise ValueError(f"concurrency must be a whole number, not {value!r}")
+            raise ValueError(f"must be a whole number (got {value!r})")
         return value
 
     @field_validator("log_level", mode="before")

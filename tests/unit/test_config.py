@@ -1,0 +1,334 @@
+"""region_latency.config: schema, defaults, env/CLI precedence and one-line errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from region_latency import regions
+from region_latency.config import (
+    CacheConfig,
+    Config,
+    ConfigError,
+    TargetConfig,
+    format_duration,
+    load_config,
+    parse_duration,
+    parse_listen,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The default cache path lives under ~: keep it inside the test's directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+# --- defaults -----------------------------------------------------------------------------------------------------
+
+
+def test_default_config_without_file(tmp_path: Path) -> None:
+    config = load_config(None, env={})
+    assert config == Config()
+    assert config.listen == ":9720" and config.listen_address == ("0.0.0.0", 9720)
+    default_path = tmp_path / "home/.cache/region-latency-exporter/latencies.json"
+    assert config.cache == CacheConfig(type="file", path=default_path)
+    assert config.concurrency == 16 and config.log_level == "info" and config.ranking == {}
+    (target,) = config.targets
+    assert (target.name, target.service, target.probe, target.partition) == (
+        "bedrock-runtime-https", "bedrock-runtime", "https", "aws")
+    assert target.regions == "auto" and target.interval == 30.0 and target.timeout == 5.0
+    assert list(target.region_names) == regions.available_regions("bedrock-runtime")
+    assert target.endpoint_for("us-east-1") == "https://bedrock-runtime.us-east-1.amazonaws.com"
+
+
+def test_empty_file_is_the_default(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "# nothing yet\n"), env={}) == Config()
+
+
+def test_config_path_from_env(tmp_path: Path) -> None:
+    path = write(tmp_path, "concurrency: 3\n")
+    assert load_config(None, env={"REGION_LATENCY_CONFIG": str(path)}).concurrency == 3
+    other = tmp_path / "other.yaml"
+    other.write_text("concurrency: 4\n")
+    assert load_config(other, env={"REGION_LATENCY_CONFIG": str(path)}).concurrency == 4  # explicit path wins
+
+
+def test_example_config_loads() -> None:
+    config = load_config(EXAMPLE, env={})
+    names = [t.name for t in config.targets]
+    assert len(names) == len(set(names)) >= 2
+    vpc = next(t for t in config.targets if t.endpoints)
+    region, url = next(iter(vpc.endpoints.items()))
+    assert vpc.endpoint_for(region) == url
+
+
+def test_models_are_frozen() -> None:
+    config = Config()
+    with pytest.raises(ValidationError):
+        config.concurrency = 2  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        config.targets[0].interval = 1.0  # type: ignore[misc]
+
+
+# --- targets ------------------------------------------------------------------------------------------------------
+
+
+def test_explicit_endpoints_add_and_replace_regions(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+targets:
+  - service: bedrock-runtime
+    regions: [us-west-2, us-east-1]
+    endpoints:
+      us-east-1: https://vpce-0abc.bedrock-runtime.us-east-1.vpce.amazonaws.com
+      sim-slow: http://127.0.0.1:8443
+""")
+    (target,) = load_config(path, env={}).targets
+    assert target.region_names == ("us-west-2", "us-east-1", "sim-slow")  # list order, then endpoint-only regions
+    assert target.endpoint_for("us-west-2") == "https://bedrock-runtime.us-west-2.amazonaws.com"
+    assert target.endpoint_for("us-east-1") == "https://vpce-0abc.bedrock-runtime.us-east-1.vpce.amazonaws.com"
+    assert target.endpoint_for("sim-slow") == "http://127.0.0.1:8443"
+    probes = target.probe_targets()
+    assert [(p.service, p.region, p.url) for p in probes][2] == ("bedrock-runtime", "sim-slow", "http://127.0.0.1:8443")
+
+
+def test_auto_regions_with_excludes_and_extra_endpoint() -> None:
+    target = TargetConfig.model_validate({
+        "service": "bedrock-runtime", "exclude_regions": ["us-east-1", "us-west-1"],
+        "endpoints": {"local": "http://127.0.0.1:9"}, "options": {"path": "/ping"},
+    })
+    expected = [r for r in regions.available_regions("bedrock-runtime") if r != "us-east-1"] + ["local"]
+    assert list(target.region_names) == expected
+    assert target.probe_targets()[0].options == {"path": "/ping"}
+
+
+def test_a_service_botocore_lists_no_regions_for_can_be_given_regions() -> None:
+    target = TargetConfig.model_validate({"service": "bedrock-agent-runtime", "regions": ["eu-west-1"]})
+    assert target.endpoint_for("eu-west-1") == "https://bedrock-agent-runtime.eu-west-1.amazonaws.com"
+
+
+def test_fips_dualstack_and_other_partitions() -> None:
+    fips = TargetConfig.model_validate({"service": "bedrock-runtime", "regions": ["us-east-1"], "fips": True})
+    assert fips.endpoint_for("us-east-1") == "https://bedrock-runtime-fips.us-east-1.amazonaws.com"
+    gov = TargetConfig.model_validate({"service": "bedrock-runtime", "partition": "aws-us-gov"})
+    assert gov.region_names == ("us-gov-east-1", "us-gov-west-1")
+    cn = TargetConfig.model_validate({"service": "s3", "partition": "aws-cn", "probe": "tcp"})
+    assert cn.endpoint_for("cn-north-1") == "https://s3.cn-north-1.amazonaws.com.cn"
+    assert cn.name == "s3-tcp"
+
+
+# --- durations and listen -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("500ms", 0.5), ("5s", 5.0), ("1m", 60.0), ("1h", 3600.0), ("1m30s", 90.0), ("0.25s", 0.25), ("30", 30.0),
+    ("2.5", 2.5), (30, 30.0), (2.5, 2.5), (" 10s ", 10.0), (".5s", 0.5),
+])
+def test_parse_duration(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["abc", "5x", "", "ms", "1.2.3s", "5 s", "-1s", -1, True, None, float("nan"),
+                                  float("inf"), "1s 2s"])
+def test_parse_duration_rejects(text: object) -> None:
+    with pytest.raises(ValueError, match=r"invalid duration .*\(use e\.g\. 500ms, 30s, 1m\)"):
+        parse_duration(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.5, "500ms"), (5.0, "5s"), (60.0, "1m"), (90.0, "90s"),
+                                               (3600.0, "1h"), (1.5, "1.5s"), (0.0005, "0.0005s")])
+def test_format_duration_round_trips(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(("listen", "address"), [
+    (":9720", ("0.0.0.0", 9720)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("localhost:80", ("localhost", 80)),
+    ("[::1]:9720", ("::1", 9720)), ("[::]:9720", ("::", 9720)), ("0.0.0.0:65535", ("0.0.0.0", 65535)),
+])
+def test_parse_listen(listen: str, address: tuple[str, int]) -> None:
+    assert parse_listen(listen) == address
+
+
+@pytest.mark.parametrize("listen", ["9720", "abc", ":", ":99999", "host:port", "::1:9720", "[]:80", "a b:80",
+                                    ":-1", ""])
+def test_parse_listen_rejects(listen: str) -> None:
+    with pytest.raises(ValueError, match="invalid listen address"):
+        parse_listen(listen)
+
+
+def test_listen_may_be_a_bare_port_in_yaml(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "listen: 9721\n"), env={}).listen_address == ("0.0.0.0", 9721)
+
+
+# --- errors: one line, naming the file, the field and the problem ------------------------------------------------
+
+T = "targets:\n  - service: bedrock-runtime\n"
+
+ERRORS = [
+    (T + "    interval: abc\n", "targets[0].interval", "invalid duration 'abc' (use e.g. 500ms, 30s, 1m)"),
+    (T + "    timeout: 0\n", "targets[0].timeout", "must be greater than zero"),
+    (T + "    interval: 5s\n    timeout: 5s\n", "targets[0].timeout",
+     "timeout (5s) must be shorter than interval (5s)"),
+    (T + "    intervall: 5s\n", "targets[0].intervall", "unknown key (did you mean 'interval'?)"),
+    ("listn: ':1'\n", "listn", "unknown key (did you mean 'listen'?)"),
+    ("cache: {type: file, pth: /tmp/x}\n", "cache.pth", "unknown key (did you mean 'path'?)"),
+    ("zzz: 1\n", "zzz", "unknown key (known keys: listen, cache, concurrency"),
+    (T + "  - service: bedrock-runtime\n", "targets[1].name", "duplicate target name 'bedrock-runtime-https'"),
+    (T + "    probe: icmp\n", "targets[0].probe", "unknown probe kind 'icmp' (use api, https, tcp)"),
+    ("targets: []\n", "targets", "no targets"),
+    ("targets:\n", "targets", "no targets"),
+    ("targets:\n  - service: bedrok-runtime\n", "targets[0].service",
+     "unknown service 'bedrok-runtime': botocore has no model for it (did you mean bedrock-runtime"),
+    ("targets:\n  - probe: tcp\n", "targets[0].service", "required field is missing"),
+    (T + "    partition: awz\n", "targets[0].partition", "unknown partition 'awz' (known: aws, aws-cn"),
+    (T + "    endpoints: {us-east-1: 'ftp://x'}\n", "targets[0].endpoints.us-east-1",
+     "invalid endpoint URL 'ftp://x' (must be http:// or https://)"),
+    (T + "    endpoints: {us-east-1: 'vpce.example.com'}\n", "targets[0].endpoints.us-east-1", "invalid endpoint URL"),
+    (T + "    endpoints: [us-east-1]\n", "targets[0].endpoints", "endpoints must be a mapping"),
+    (T + "    endpoints: {US_EAST: 'http://x'}\n", "targets[0].endpoints.US_EAST", "invalid region name 'US_EAST'"),
+    ("listen: abc\n", "listen", "invalid listen address 'abc' (use host:port"),
+    ("listen: '[::1]'\n", "listen", "invalid listen address"),
+    (T + "    regions: [us-east1]\n", "targets[0].regions[0]", "unknown region 'us-east1' in partition 'aws'; "
+                                                              "did you mean us-east-1"),
+    (T + "    regions: [cn-north-1]\n", "targets[0].regions[0]", "region 'cn-north-1' is in partition 'aws-cn'"),
+    (T + "    regions: [us-east-1, us-east-1]\n", "targets[0].regions[1]", "region 'us-east-1' is listed twice"),
+    (T + "    regions: us-east-1\n", "targets[0].regions", "regions must be 'auto' or a list of region names"),
+    (T + "    regions: []\n", "targets[0].regions", "no regions left to probe"),
+    (T + "    exclude_regions: [us-east-7]\n", "targets[0].exclude_regions[0]", "unknown region 'us-east-7'"),
+    ("targets:\n  - service: bedrock-agent-runtime\n", "targets[0].regions",
+     "botocore knows no regions for 'bedrock-agent-runtime' in partition 'aws'"),
+    ("targets:\n  - {service: s3, partition: aws-cn, fips: true}\n", "targets[0].fips",
+     "Partition does not support FIPS"),
+    (T + "    name: 'a b'\n", "targets[0].name", "invalid target name 'a b'"),
+    ("concurrency: 0\n", "concurrency", "greater than or equal to 1"),
+    ("concurrency: many\n", "concurrency", "valid integer"),
+    ("concurrency: true\n", "concurrency", "whole number"),
+    ("log_level: loud\n", "log_level", "unknown log level 'loud' (use debug, info"),
+    ("cache: {type: memcached}\n", "cache.type", "unknown cache type 'memcached' (use file, redis or none)"),
+    ("cache: {type: redis, url: 'http://x'}\n", "cache.url", "invalid redis URL 'http://x'"),
+]
+
+
+@pytest.mark.parametrize(("text", "field", "problem"), ERRORS, ids=[e[1] + ":" + e[2][:20] for e in ERRORS])
+def test_errors_are_one_line_naming_file_field_and_problem(tmp_path: Path, text: str, field: str,
+                                                           problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: {field}: "), message
+    assert problem in message
+    assert (caught.value.source, caught.value.field) == (str(path), field)
+
+
+@pytest.mark.parametrize(("text", "where", "problem"), [
+    ("targets:\n  - {service: bedrock-runtime\n", ":3:1", "invalid YAML: expected ',' or '}'"),
+    ("listen: ':1'\n  bad: indent\n", ":2:3", "invalid YAML: expected <block end>"),
+    ("a: b: c\n", ":1:5", "invalid YAML: mapping values are not allowed here"),
+    ("listen: ':1'\nlisten: ':2'\n", ":2:1", "invalid YAML: duplicate key 'listen'"),
+    ("- a\n- b\n", "", "the top level must be a mapping"),
+])
+def test_yaml_errors_name_line_and_column(tmp_path: Path, text: str, where: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert str(caught.value).startswith(f"{path}{where}: {problem}"), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read: No such file or directory$"):
+        load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_several_problems_report_the_first_and_count_the_rest(tmp_path: Path) -> None:
+    path = write(tmp_path, "concurrency: 0\nlog_level: loud\nlisten: x\n")
+    with pytest.raises(ConfigError, match=r"\(and 2 more problems\)$"):
+        load_config(path, env={})
+
+
+# --- precedence: file < env < CLI ---------------------------------------------------------------------------------
+
+FILE = """
+listen: "127.0.0.1:1111"
+cache: {type: file, path: /tmp/from-file.json}
+concurrency: 2
+log_level: warning
+"""
+
+
+def test_env_overrides_file_and_cli_overrides_env(tmp_path: Path) -> None:
+    path = write(tmp_path, FILE)
+    assert load_config(path, env={}).listen == "127.0.0.1:1111"
+    env = {"REGION_LATENCY_LISTEN": "127.0.0.1:2222", "REGION_LATENCY_CONCURRENCY": "7",
+           "REGION_LATENCY_LOG_LEVEL": "DEBUG", "REGION_LATENCY_CACHE_PATH": "/tmp/from-env.json"}
+    config = load_config(path, env=env)
+    assert (config.listen, config.concurrency, config.log_level) == ("127.0.0.1:2222", 7, "debug")
+    assert config.cache.path == Path("/tmp/from-env.json")
+    config = load_config(path, env=env, overrides={"listen": "127.0.0.1:0", "cache_path": "/tmp/from-cli.json",
+                                                   "concurrency": None})
+    assert config.listen_address == ("127.0.0.1", 0)
+    assert config.cache.path == Path("/tmp/from-cli.json")
+    assert config.concurrency == 7  # a None override (flag not given) leaves the env value
+
+
+def test_cache_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "cache: none\n")
+    assert load_config(path, env={}).cache.type == "none"
+    config = load_config(path, env={"REGION_LATENCY_CACHE": "redis", "REGION_LATENCY_REDIS_URL": "redis://r:6379/1"})
+    assert (config.cache.type, config.cache.url) == ("redis", "redis://r:6379/1")
+    config = load_config(path, env={}, overrides={"cache": "file", "cache_path": "~/x.json"})
+    assert config.cache.type == "file" and config.cache.path == Path("~/x.json").expanduser()
+
+
+def test_empty_env_values_are_ignored(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, FILE), env={"REGION_LATENCY_LISTEN": ""}).listen == "127.0.0.1:1111"
+
+
+def test_override_errors_name_the_env_var_or_flag(tmp_path: Path) -> None:
+    path = write(tmp_path, FILE)
+    with pytest.raises(ConfigError, match=r"^REGION_LATENCY_CONCURRENCY: concurrency: .*valid integer.*'lots'"):
+        load_config(path, env={"REGION_LATENCY_CONCURRENCY": "lots"})
+    with pytest.raises(ConfigError, match=r"^REGION_LATENCY_CACHE: cache\.type: unknown cache type 'memcached'"):
+        load_config(path, env={"REGION_LATENCY_CACHE": "memcached"})
+    with pytest.raises(ConfigError, match=r"^--listen: listen: invalid listen address 'nope'"):
+        load_config(path, env={"REGION_LATENCY_LISTEN": "nope2"}, overrides={"listen": "nope"})
+    with pytest.raises(ConfigError, match=r"^overrides: port: unknown override"):
+        load_config(path, env={}, overrides={"port": 1})
+
+
+def test_no_file_env_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGION_LATENCY_LISTEN", "127.0.0.1:3333")
+    monkeypatch.delenv("REGION_LATENCY_CONFIG", raising=False)
+    assert load_config().listen == "127.0.0.1:3333"  # env defaults to os.environ
+
+
+# --- dump ---------------------------------------------------------------------------------------------------------
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    config = load_config(EXAMPLE, env={})
+    text = config.dump()
+    assert "interval: 30s" in text
+    assert load_config(write(tmp_path, text), env={}) == config
+    resolved = config.dump(resolved=True)
+    again = load_config(write(tmp_path, resolved), env={})
+    assert [t.region_names for t in again.targets] == [t.region_names for t in config.targets]
+    assert "regions: auto" not in resolved
+
+
+def test_ranking_accepts_any_mapping(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "ranking: {policy: ema, hysteresis: 0.1}\n"), env={})
+    assert config.ranking == {"policy": "ema", "hysteresis": 0.1}
