@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,12 @@ def test_dump_round_trips(tmp_path: Path) -> None:
 def test_ranking_accepts_any_mapping(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "ranking: {policy: ema, hysteresis: 0.1}\n"), env={})
     assert config.ranking == {"policy": "ema", "hysteresis": 0.1}
+
+
+def test_every_yaml_example_in_the_docs_loads(tmp_path: Path) -> None:
+    """docs/CONFIG.md's examples are real configurations (the schema block included)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) >= 5
+    for block in blocks:
+        load_config(write(tmp_path, block), env={})
