@@ -326,6 +326,10 @@ class TargetConfig(_Model):
                 position = ("fips",) if self.fips else ("dualstack",)
             raise _FieldError(position, str(exc)) from None
 
+    def __hash__(self) -> int:
+        # endpoints/options are dicts, which pydantic's frozen hash cannot take; the name identifies a target
+        return hash((self.name, self.service, self.probe, self.partition))
+
     @property
     def region_names(self) -> tuple[str, ...]:
         """The regions this target probes, in order: resolved from `regions`, `exclude_regions`, `endpoints`."""
@@ -430,6 +434,9 @@ class Config(_Model):
                                   "give each target a unique name")
             seen[target.name] = i
         return self
+
+    def __hash__(self) -> int:
+        return hash((self.listen, self.targets))
 
     @property
     def listen_address(self) -> tuple[str, int]:

@@ -82,6 +82,14 @@ def test_models_are_frozen() -> None:
         config.targets[0].interval = 1.0  # type: ignore[misc]
 
 
+def test_models_are_hashable() -> None:
+    """Targets can key dicts (one tracker per target) although endpoints/options are mappings."""
+    target = TargetConfig.model_validate({"service": "s3", "endpoints": {"x": "http://h"}, "options": {"a": 1}})
+    assert {target: 1}[TargetConfig.model_validate({"service": "s3", "endpoints": {"x": "http://h"},
+                                                    "options": {"a": 1}})] == 1
+    assert hash(Config()) == hash(Config())
+
+
 # --- targets ------------------------------------------------------------------------------------------------------
 
 
