@@ -58,6 +58,11 @@ class ConfigError(Exception):
         self.problem = " ".join(problem.split())
         super().__init__(": ".join(part for part in (source, field, self.problem) if part))
 
+    @classmethod
+    def from_validation(cls, exc: ValidationError, source: str) -> ConfigError:
+        """One line from a ValidationError of any model here (e.g. a TargetConfig built from CLI flags)."""
+        return _config_error(exc, source, {})
+
 
 class _FieldError(ValueError):
     """Raised inside a model validator to blame a sub-field (pydantic would blame the whole model)."""

@@ -350,3 +350,11 @@ def test_every_yaml_example_in_the_docs_loads(tmp_path: Path) -> None:
     assert len(blocks) >= 5
     for block in blocks:
         load_config(write(tmp_path, block), env={})
+
+
+def test_from_validation_for_models_built_in_code() -> None:
+    """The CLI builds a TargetConfig from flags: its errors read like the file's."""
+    with pytest.raises(ValidationError) as caught:
+        TargetConfig.model_validate({"service": "bedrock-runtime", "regions": ["us-east1"]})
+    error = ConfigError.from_validation(caught.value, source="flags")
+    assert str(error).startswith("flags: regions[0]: unknown region 'us-east1'")
