@@ -16,7 +16,6 @@ from region_latency.export.web import ExporterApp, WebHooks, WebServer
 from region_latency.probes import get_probe
 from region_latency.probes.base import ProbeResult, Target
 from region_latency.ranking import RankingPolicy
-from region_latency.regions import available_regions, endpoint_url
 from region_latency.scheduler import Job, Scheduler
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
 from region_latency.tracker import RegionLatencyTracker
@@ -34,29 +33,6 @@ class ConfigSource:
 
     def load(self) -> Config:
         return load_config(self.path, env=self.env, overrides=self.overrides)
-
-
-def target_regions(target: TargetConfig) -> list[str]:
-    """The regions a target probes: botocore's list (or the configured one), plus explicit endpoints."""
-    auto = target.regions == "auto"
-    regions = available_regions(target.service, target.partition) if auto else list(target.regions)
-    regions += [r for r in target.endpoints if r not in regions]
-    excluded = set(target.exclude_regions)
-    return [r for r in regions if r not in excluded]
-
-
-def probe_targets(target: TargetConfig, regions: list[str]) -> dict[str, Target]:
-    """One probe Target per region, with the configured endpoint URL or botocore's."""
-    options = dict(target.options)
-    return {
-        region: Target(
-            service=target.service,
-            region=region,
-            url=target.endpoints.get(region) or endpoint_url(target.service, region),
-            options=options,
-        )
-        for region in regions
-    }
 
 
 def make_cache(config: Config) -> Cache | None:
@@ -149,8 +125,8 @@ class Exporter:
         """Build or update one TargetState per configured target, then hand the jobs to the scheduler."""
         resolved = {}
         for target in config.targets:  # resolve everything first: a bad target changes nothing
-            regions = target_regions(target)
-            resolved[target.name] = (target, regions, probe_targets(target, regions), make_policy(config, target))
+            targets = {t.region: t for t in target.probe_targets()}
+            resolved[target.name] = (target, list(targets), targets, make_policy(config, target))
         jobs = []
         for name, (target, regions, targets, policy) in resolved.items():
             state = self.states.get(name)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import click
+from pydantic import ValidationError
 
 from region_latency import __version__
 from region_latency.config import Config, ConfigError, TargetConfig, load_config
@@ -123,17 +124,9 @@ def probe(config_path: str | None, service: str | None, probe_kind: str, regions
           endpoints: Sequence[str], partition: str, count: int, concurrency: int, timeout: float,
           as_json: bool) -> None:
     """Probe every region COUNT times now and print them ranked (like gcping/awsping)."""
-    from region_latency.app import probe_targets, target_regions
-
     targets = _probe_targets_from_flags(config_path, service, probe_kind, regions, endpoints, partition, timeout)
-    report = []
-    for target in targets:
-        try:
-            names = target_regions(target)
-            probes = probe_targets(target, names)
-        except ValueError as exc:
-            _fail(str(exc))
-        report.append(_probe_target(target, probes, count, concurrency))
+    report = [_probe_target(target, {t.region: t for t in target.probe_targets()}, count, concurrency)
+              for target in targets]
     if as_json:
         click.echo(json.dumps({"targets": report}, indent=2))
     else:
@@ -160,9 +153,8 @@ def _probe_targets_from_flags(config_path: str | None, service: str | None, prob
             "regions": list(regions) if regions else "auto", "endpoints": explicit,
             "timeout": timeout, "interval": max(timeout * 2, 30.0),
         })]
-    except ValueError as exc:
-        _fail(ConfigError.from_validation(exc, source="flags") if hasattr(ConfigError, "from_validation")
-              else str(exc).splitlines()[0])
+    except ValidationError as exc:
+        _fail(str(ConfigError.from_validation(exc, source="flags")))
 
 
 def _probe_target(target: TargetConfig, probes: dict[str, Any], count: int, concurrency: int) -> dict[str, Any]:
@@ -241,18 +233,12 @@ def regions(service: str, partition: str, as_json: bool) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
 def check_config(config_path: str | None) -> None:
     """Validate the configuration, resolve its regions, and print the effective settings."""
-    from region_latency.app import target_regions
-
     config = _load(config_path, {})
+    click.echo(config.dump(resolved=True), nl=False)
     for target in config.targets:
-        try:
-            names = target_regions(target)
-        except ValueError as exc:
-            _fail(f"targets.{target.name}: {exc}")
-        click.echo(f"target {target.name}: {target.service} via {target.probe}, {len(names)} region(s), "
-                   f"every {target.interval:g}s, timeout {target.timeout:g}s")
-    click.echo(f"listen {config.listen}; cache {config.cache.type}; concurrency {config.concurrency}")
-    click.echo("configuration OK")
+        click.echo(f"# target {target.name}: {target.service} via {target.probe}, {len(target.region_names)} "
+                   f"region(s), every {target.interval:g}s, timeout {target.timeout:g}s", err=True)
+    click.echo("configuration OK", err=True)
 
 
 def main() -> None:
