@@ -1,6 +1,7 @@
 """Local servers for probe tests: real sockets on 127.0.0.1 (port 0), background threads, clean shutdown.
 
-- `TcpListener`: accepts TCP connections and never sends a byte (connect timing; "accepts, never answers").
+- `TcpListener`: accepts TCP connections and never answers (connect timing; "accepts, never answers"),
+  or sends fixed bytes (e.g. not HTTP) and hangs up.
 - `HttpServer`: HTTP/1.1, or HTTPS when given a server `ssl.SSLContext`, answering every request with a
   `Reply` (status, body, headers, a delay before the response, or never answering at all).
 - `TestCA`: a throwaway CA (trustme) that issues server certificates and writes its PEM for clients.
@@ -158,9 +159,15 @@ class _Connections:
 
 
 class TcpListener:
-    """A TCP server that accepts connections and holds them open without reading or writing."""
+    """A TCP server that accepts connections and holds them open without reading.
 
-    def __init__(self) -> None:
+    By default it never sends a byte. `greeting` is sent right after accepting (e.g. bytes that are
+    not HTTP), and `close_after_greeting` then hangs up.
+    """
+
+    def __init__(self, greeting: bytes = b"", *, close_after_greeting: bool = False) -> None:
+        self._greeting = greeting
+        self._close_after_greeting = close_after_greeting
         self._sock = socket.create_server((LOCALHOST, 0), backlog=64)
         self.port: int = self._sock.getsockname()[1]
         self.accepted = 0
@@ -184,6 +191,11 @@ class TcpListener:
             except OSError:
                 return  # closed
             self.accepted += 1
+            with contextlib.suppress(OSError):
+                if self._greeting:
+                    conn.sendall(self._greeting)
+                if self._close_after_greeting:
+                    conn.shutdown(socket.SHUT_RDWR)
             self._held.append(conn)
 
     def close(self) -> None:
@@ -227,15 +239,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.request = owner.tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
             owner._connections.discard(raw)
             owner._connections.add(self.request)
-            self.request.settimeout(30)
-            self.request.do_handshake()
-            self.request.settimeout(None)
+            try:
+                self.request.settimeout(30)
+                self.request.do_handshake()
+                self.request.settimeout(None)
+            except BaseException:
+                self._close()  # finish() does not run when setup() fails
+                raise
         super().setup()
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
             super().finish()
+        self._close()
+
+    def _close(self) -> None:
+        """Close the socket this handler owns: for TLS that is the wrapped socket, which socketserver
+        does not know about (it closes the detached raw one)."""
         self.server.owner._connections.discard(self.request)
+        self.request.close()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: test output should show test failures, not access logs."""
@@ -355,8 +377,8 @@ class ServerGroup:
         """Another CA, e.g. to serve a certificate the client does not trust."""
         return TestCA(self._tmp_dir)
 
-    def tcp(self) -> TcpListener:
-        return self._keep(TcpListener())
+    def tcp(self, greeting: bytes = b"", *, close_after_greeting: bool = False) -> TcpListener:
+        return self._keep(TcpListener(greeting, close_after_greeting=close_after_greeting))
 
     def http(self, reply: Responder | None = None) -> HttpServer:
         return self._keep(HttpServer(reply))
