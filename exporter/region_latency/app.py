@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +164,8 @@ class Exporter:
             state.reevaluate(now)
 
 
-def _recorder(state: TargetState, region: str):
+def _recorder(state: TargetState, region: str) -> Callable[[Target, ProbeResult], None]:
+    """The job callback that records one region's results into its target state."""
     def record(_target: Target, result: ProbeResult) -> None:
         state.record(region, result)
 
