@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from region_latency import regions as _regions
-from region_latency.probes import PROBE_KINDS, Target
+from region_latency.probes import PROBE_KINDS, Target, check_target
 
 DEFAULT_LISTEN = ":9720"
 DEFAULT_CACHE_PATH = "~/.cache/region-latency-exporter/latencies.json"
@@ -293,6 +293,11 @@ class TargetConfig(_Model):
         names = self._effective_regions()
         self._region_names = names
         self._urls = {region: self._url_for(region) for region in names}
+        for target in self.probe_targets():
+            try:
+                check_target(self.probe, target)
+            except ValueError as exc:
+                raise _FieldError(("options",), f"{exc} (region {target.region})") from None
         return self
 
     def _effective_regions(self) -> tuple[str, ...]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trustme
+import yaml
 from pydantic import ValidationError
 
 from region_latency import regions
@@ -84,9 +87,9 @@ def test_models_are_frozen() -> None:
 
 def test_models_are_hashable() -> None:
     """Targets can key dicts (one tracker per target) although endpoints/options are mappings."""
-    target = TargetConfig.model_validate({"service": "s3", "endpoints": {"x": "http://h"}, "options": {"a": 1}})
+    target = TargetConfig.model_validate({"service": "s3", "endpoints": {"x": "http://h"}, "options": {"path": "/"}})
     assert {target: 1}[TargetConfig.model_validate({"service": "s3", "endpoints": {"x": "http://h"},
-                                                    "options": {"a": 1}})] == 1
+                                                    "options": {"path": "/"}})] == 1
     assert hash(Config()) == hash(Config())
 
 
@@ -348,8 +351,10 @@ def test_every_yaml_example_in_the_docs_loads(tmp_path: Path) -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", doc, flags=re.S)
     assert len(blocks) >= 5
+    ca_file = tmp_path / "test-ca.pem"  # the examples' CA bundle must exist: it is loaded at config time
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
     for block in blocks:
-        load_config(write(tmp_path, block), env={})
+        load_config(write(tmp_path, block.replace("/tmp/test-ca.pem", str(ca_file))), env={})
 
 
 def test_from_validation_for_models_built_in_code() -> None:
@@ -358,3 +363,26 @@ def test_from_validation_for_models_built_in_code() -> None:
         TargetConfig.model_validate({"service": "bedrock-runtime", "regions": ["us-east1"]})
     error = ConfigError.from_validation(caught.value, source="flags")
     assert str(error).startswith("flags: regions[0]: unknown region 'us-east1'")
+
+
+# --- probe options are checked at load time -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("probe", "options", "message"),
+    [
+        ("https", {"ca-file": "/x.pem"}, "unknown https probe option(s) 'ca-file'"),
+        ("https", {"path": "no-slash"}, "'path' must be a string starting with '/'"),
+        ("tcp", {"ip_version": 5}, "ip_version"),
+        ("api", {"operation": 3}, "needs options['operation']"),
+    ],
+)
+def test_bad_probe_options_fail_at_load_time(tmp_path: Path, probe: str, options: dict[str, Any],
+                                             message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"targets": [{"service": "bedrock", "probe": probe, "regions": ["us-east-1"],
+                                                 "options": options}]}))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    text = str(info.value)
+    assert "targets[0].options" in text and message in text and "\n" not in text

@@ -26,4 +26,20 @@ def get_probe(kind: str) -> ProbeFn:
     return importlib.import_module(module_name).probe
 
 
-__all__ = ["PROBE_KINDS", "ErrorKind", "ProbeFn", "ProbeResult", "Target", "get_probe"]
+def check_target(kind: str, target: Target) -> None:
+    """Validate a target's URL and options for `kind` before any probe runs (config time).
+
+    ValueError names the bad option, so a typo fails `check-config` and start-up instead of
+    turning every probe into an `other` failure.
+    """
+    get_probe(kind)  # unknown kind -> ValueError
+    module = importlib.import_module(PROBE_KINDS[kind])
+    allowed = module.OPTIONS
+    unknown = sorted(set(target.options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown {kind} probe option(s) {', '.join(map(repr, unknown))} "
+                         f"(known: {', '.join(sorted(allowed))})")
+    module.check_target(target)
+
+
+__all__ = ["PROBE_KINDS", "ErrorKind", "ProbeFn", "ProbeResult", "Target", "check_target", "get_probe"]

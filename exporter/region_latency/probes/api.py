@@ -46,6 +46,14 @@ DEFAULT_OPERATIONS: Mapping[str, str] = MappingProxyType(
 )
 
 
+OPTIONS = frozenset({"operation", "params", "profile", "ca_file", "verify", "insecure"})
+
+
+def check_target(target: Target) -> None:
+    """ValueError for a bad URL or option (what `probe` would refuse at run time)."""
+    ApiCall.from_target(target, 1.0)
+
+
 def probe(target: Target, timeout: float) -> ProbeResult:
     """Make the target's API call once, bounded by `timeout`; the latency is its network window."""
     deadline = Deadline(timeout)

@@ -59,6 +59,15 @@ _METHOD = re.compile(r"^[A-Z]{1,16}$")
 _TIMEOUT_ERRORS = (httpcore.TimeoutException,)
 
 
+OPTIONS = frozenset({"path", "method", "headers", "port", "ip_version", "ca_file", "verify", "insecure"})
+
+
+def check_target(target: Target) -> None:
+    """ValueError for a bad URL or option (what `probe` would refuse at run time)."""
+    options = HttpsOptions.from_mapping(target.options)
+    parse_endpoint(target.url, options.port)
+
+
 def probe(target: Target, timeout: float) -> ProbeResult:
     """One HTTP(S) request to the target on a fresh connection; the result's latency is its `ttfb`."""
     deadline = Deadline(timeout)

@@ -28,6 +28,15 @@ from region_latency.probes.base import (
 _REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET})
 
 
+OPTIONS = frozenset({"port", "ip_version"})
+
+
+def check_target(target: Target) -> None:
+    """ValueError for a bad URL, port or ip_version (what `probe` would refuse at run time)."""
+    parse_endpoint(target.url, target.options.get("port"))
+    check_ip_version(target.options.get("ip_version"))
+
+
 def probe(target: Target, timeout: float) -> ProbeResult:
     """Resolve, then time one TCP connect to the target's host and port, all within `timeout`."""
     deadline = Deadline(timeout)
