@@ -194,30 +194,45 @@ class RegionLatencyTracker:
         *,
         probe: str = "https",
         timeout: float = 5.0,
+        options: Mapping[str, Any] | None = None,
     ) -> float | None:
-        """Measure `endpoint` (a botocore service name or an https:// URL) in `region` once.
+        """Measure `endpoint` (a botocore service name or a URL, e.g. https://…) in `region` once.
 
         Returns the latency in seconds and feeds it to `update_latency`, or returns None and
         counts a failure when the probe failed. What is timed is the probe's network window
         only (see docs/PROBES.md): client set-up, retries and result parsing are excluded.
+        `options` are the probe kind's options (e.g. `{"ca_file": ...}`).
         """
-        result = self.probe_once(region, endpoint, probe=probe, timeout=timeout)
+        result = self.probe_once(region, endpoint, probe=probe, timeout=timeout, options=options)
         return result.latency
 
     # -- beyond the plan ------------------------------------------------------------------------
 
     def probe_once(
-        self, region: str, endpoint: str = "bedrock", *, probe: str = "https", timeout: float = 5.0
+        self,
+        region: str,
+        endpoint: str = "bedrock",
+        *,
+        probe: str = "https",
+        timeout: float = 5.0,
+        options: Mapping[str, Any] | None = None,
+        service: str | None = None,
     ) -> ProbeResult:
-        """Like `measure_latency`, but returns the whole probe result (phases, error kind)."""
-        from region_latency.probes import get_probe
+        """Like `measure_latency`, but returns the whole probe result (phases, error kind).
+
+        When `endpoint` is a URL, `service` names the botocore service behind it (the `api`
+        probe needs it to sign its call).
+        """
+        from region_latency.probes import check_target, get_probe
         from region_latency.probes.base import Target
         from region_latency.regions import endpoint_url
 
-        if endpoint.startswith(("http://", "https://")):
-            target = Target(service="custom", region=region, url=endpoint)
+        if "://" in endpoint:
+            target = Target(service=service or "custom", region=region, url=endpoint, options=dict(options or {}))
         else:
-            target = Target(service=endpoint, region=region, url=endpoint_url(endpoint, region))
+            target = Target(service=endpoint, region=region, url=endpoint_url(endpoint, region),
+                            options=dict(options or {}))
+        check_target(probe, target)
         result = get_probe(probe)(target, timeout)
         self.record(region, result)
         return result
