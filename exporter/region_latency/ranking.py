@@ -1,25 +1,32 @@
 """Ranking policy on top of the tracker's EMA: which regions are ranked, and in what order.
 
-`PlainRanking` is the design plan's sort exactly (ascending EMA, unmeasured last). Policies are
-evaluated when probe results arrive, never on a scrape, so what a scrape shows does not depend
-on how often it is scraped.
+`PlainRanking` is the design plan's sort exactly (ascending EMA, unmeasured last). It trusts a
+region's average forever, even when the region stopped answering. `TrustedRanking` (the default)
+ranks only regions that answer, were measured recently and often enough, and keeps the published
+#1 steady against noise; see docs/RANKING.md. Neither changes the EMA: a policy changes only the
+ranking. Policies are evaluated when probe results arrive and on the scheduler's clock tick, never
+on a scrape, so what a scrape shows does not depend on how often it is scraped.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
-from region_latency.tracker import TrackerSnapshot
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from region_latency.tracker import RegionStats, TrackerSnapshot
 
 
 class RegionState(StrEnum):
     """What a ranking thinks of a region: exported as the `state` label of region_latency_region_state."""
 
     HEALTHY = "healthy"  # measured, answering, fresh: ranked
-    FAILING = "failing"  # its latest probes failed
+    FAILING = "failing"  # its latest probes failed (ejected until it answers again and its back-off ends)
     STALE = "stale"  # no sample for too long
     UNMEASURED = "unmeasured"  # no sample yet (or fewer than a policy's minimum)
 
@@ -53,7 +60,10 @@ class Ranking:
 
     @property
     def margin(self) -> float | None:
-        """EMA of #2 minus EMA of #1 (seconds): how clearly #1 leads; None with fewer than two ranked."""
+        """EMA of #2 minus EMA of #1 (seconds): how clearly #1 leads; None with fewer than two ranked.
+
+        Negative while a sticky #1 (hysteresis) is trailing a challenger by less than the switch margin.
+        """
         ranked = self.ranked()
         if len(ranked) < 2 or ranked[0].ema is None or ranked[1].ema is None:
             return None
@@ -87,7 +97,310 @@ class PlainRanking:
         return Ranking(entries=tuple(entries))
 
 
-def policy_from_config(settings: Mapping[str, object], *, interval: float) -> RankingPolicy:
-    """The ranking policy the configuration asks for (`ranking:` section; interval is the target's)."""
-    del settings, interval
-    return PlainRanking()
+# -- the trusted policy ---------------------------------------------------------------------------------------------
+
+DEFAULT_MAX_FAILURES = 2
+DEFAULT_MIN_SAMPLES = 3
+DEFAULT_MARGIN_RELATIVE = 0.05
+DEFAULT_MARGIN_ABSOLUTE = 0.004
+DEFAULT_SWITCH_AFTER = 1  # measured on traces: the margin does the work; K > 1 mostly adds delay
+DEFAULT_TTL_INTERVALS = 3.0  # ttl defaults to this many probe intervals
+DEFAULT_BASE_EJECTION_INTERVALS = 1.0
+DEFAULT_MAX_EJECTION_INTERVALS = 10.0
+
+# Unranked regions follow the ranked ones in this order: the last known good first, what is known broken last.
+UNRANKED_ORDER: tuple[RegionState, ...] = (RegionState.STALE, RegionState.UNMEASURED, RegionState.FAILING)
+
+
+@dataclass(slots=True)
+class _Ejection:
+    """Outlier-detection memory of one region: Envoy-style ejection with a growing back-off."""
+
+    count: int = 0  # ejections so far, minus one per max_ejection of health since the latest return
+    ejected_at: float | None = None  # None: not ejected
+    returned_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Leader:
+    """Hysteresis memory: the published #1 and how long a challenger has led it by the margin."""
+
+    region: str | None = None
+    streak: int = 0  # consecutive evaluations with new information in which a challenger led by the margin
+    seen: tuple[object, ...] = ()  # (leader, challenger, their sample+failure counts) at the last evaluation
+
+
+class TrustedRanking:
+    """A ranking that does not lie about dead, silent or barely measured regions, and does not flap.
+
+    - A region is ranked (HEALTHY) when it has at least `min_samples` samples (cached ones count), its
+      latest sample is at most `ttl` old, and it is not ejected.
+    - `max_failures` consecutive failed probes eject it (FAILING). It is still probed; it returns once it
+      has answered without a single failure for its back-off, `base_ejection` * (times ejected) capped
+      at `max_ejection`, so a flapping region stays out. The count drops by one per `max_ejection` of
+      health after a return.
+    - The published #1 must have answered its latest probe when any ranked region did: a failure hands
+      #1 over at once, before ejection (`leader_yields_on_failure`). Otherwise #1 is sticky: a challenger
+      takes it only after leading by `margin_relative` * the leader's EMA and by `margin_absolute` for
+      `switch_after` consecutive evaluations with new information (a new result of the leader or the
+      challenger; clock ticks do not count). Ranks 2..n follow the EMA.
+
+    Stateful: one instance per target, evaluated in time order (TargetState serialises the calls).
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        max_failures: int = DEFAULT_MAX_FAILURES,
+        ttl: float | None = None,
+        min_samples: int = DEFAULT_MIN_SAMPLES,
+        margin_relative: float = DEFAULT_MARGIN_RELATIVE,
+        margin_absolute: float = DEFAULT_MARGIN_ABSOLUTE,
+        switch_after: int = DEFAULT_SWITCH_AFTER,
+        base_ejection: float | None = None,
+        max_ejection: float | None = None,
+        leader_yields_on_failure: bool = True,
+    ) -> None:
+        _check(interval > 0 and math.isfinite(interval), "interval", "must be a finite number > 0")
+        self.interval = interval
+        self.max_failures = max_failures
+        self.ttl = DEFAULT_TTL_INTERVALS * interval if ttl is None else ttl
+        self.min_samples = min_samples
+        self.margin_relative = margin_relative
+        self.margin_absolute = margin_absolute
+        self.switch_after = switch_after
+        self.base_ejection = DEFAULT_BASE_EJECTION_INTERVALS * interval if base_ejection is None else base_ejection
+        if max_ejection is None:
+            max_ejection = max(DEFAULT_MAX_EJECTION_INTERVALS * interval, self.base_ejection)
+        self.max_ejection = max_ejection
+        self.leader_yields_on_failure = leader_yields_on_failure
+        self._validate()
+        self._ejections: dict[str, _Ejection] = {}
+        self._leader = _Leader()
+        self._lock = threading.Lock()
+
+    def _validate(self) -> None:
+        _check(self.max_failures >= 1, "max_failures", "must be >= 1")
+        _check(self.min_samples >= 1, "min_samples", "must be >= 1")
+        _check(self.switch_after >= 1, "switch_after", "must be >= 1")
+        _check(0 <= self.margin_relative < 1, "margin_relative", "must be >= 0 and < 1")
+        _check(0 <= self.margin_absolute < math.inf, "margin_absolute", "must be a finite time >= 0")
+        _check(self.interval < self.ttl < math.inf, "ttl",
+               f"must be a finite time > the probe interval ({self.interval:g}s)")
+        _check(0 <= self.base_ejection < math.inf, "base_ejection", "must be a finite time >= 0")
+        _check(self.base_ejection <= self.max_ejection < math.inf, "max_ejection",
+               "must be a finite time >= base_ejection")
+
+    def backoff(self, region: str) -> float:
+        """How long the region's next (or current) ejection lasts at least, in seconds."""
+        with self._lock:
+            ejection = self._ejections.get(region)
+            return self._backoff(max(1, ejection.count if ejection else 1))
+
+    def _backoff(self, count: int) -> float:
+        return min(self.base_ejection * count, self.max_ejection)
+
+    def evaluate(self, snapshot: TrackerSnapshot, regions: Sequence[str], now: float) -> Ranking:
+        with self._lock:
+            self._forget_others(regions)
+            states = {region: self._state(region, snapshot.regions.get(region), now) for region in regions}
+            index = {region: i for i, region in enumerate(regions)}
+            healthy = sorted((r for r in regions if states[r] is RegionState.HEALTHY),
+                             key=lambda r: (_ema(snapshot, r), index[r]))
+            leader = self._pick_leader(healthy, snapshot)
+            ranked = [leader, *(r for r in healthy if r != leader)] if leader is not None else []
+            entries = [_entry(snapshot, region, rank, RegionState.HEALTHY) for rank, region in enumerate(ranked, 1)]
+            for state in UNRANKED_ORDER:
+                group = sorted((r for r in regions if states[r] is state), key=lambda r: (_ema(snapshot, r), index[r]))
+                entries.extend(_entry(snapshot, region, None, state) for region in group)
+            return Ranking(entries=tuple(entries))
+
+    # -- states and ejection ------------------------------------------------------------------------------------
+
+    def _forget_others(self, regions: Sequence[str]) -> None:
+        keep = set(regions)
+        for region in [r for r in self._ejections if r not in keep]:
+            del self._ejections[region]
+
+    def _state(self, region: str, stats: RegionStats | None, now: float) -> RegionState:
+        """Precedence: failing (ejected) > unmeasured (too few samples) > stale (too old) > healthy."""
+        if stats is None:
+            return RegionState.UNMEASURED
+        if self._ejected(region, stats, now):
+            return RegionState.FAILING
+        if stats.ema is None or stats.samples < self.min_samples:
+            return RegionState.UNMEASURED
+        if stats.last_sample_at is None or now - stats.last_sample_at > self.ttl:
+            return RegionState.STALE
+        return RegionState.HEALTHY
+
+    def _ejected(self, region: str, stats: RegionStats, now: float) -> bool:
+        """Update the region's ejection memory from its counters; True while it stays out of the ranking."""
+        ejection = self._ejections.setdefault(region, _Ejection())
+        failed_out = stats.consecutive_failures >= self.max_failures
+        failed_at = stats.last_failure_at if stats.last_failure_at is not None else now
+        if ejection.ejected_at is None:
+            if not failed_out:
+                return False
+            if ejection.returned_at is not None and self.max_ejection > 0:  # forgive one per max_ejection of health
+                healthy_for = failed_at - ejection.returned_at
+                ejection.count = max(0, ejection.count - int(healthy_for // self.max_ejection))
+            ejection.count += 1
+            ejection.ejected_at = failed_at
+            return True
+        clean_since = stats.last_failure_at if stats.last_failure_at is not None else ejection.ejected_at
+        if stats.consecutive_failures == 0 and now - clean_since >= self._backoff(ejection.count):
+            ejection.ejected_at = None  # answered without a failure for the whole back-off: back in
+            ejection.returned_at = now
+            return False
+        return True
+
+    # -- hysteresis of #1 ---------------------------------------------------------------------------------------
+
+    def _pick_leader(self, healthy: list[str], snapshot: TrackerSnapshot) -> str | None:
+        """The published #1 among `healthy` (sorted by EMA): sticky, but never one whose latest probe failed."""
+        state = self._leader
+        answering = [r for r in healthy if snapshot.regions[r].consecutive_failures == 0]
+        candidates = (answering or healthy) if self.leader_yields_on_failure else healthy
+        if not candidates:
+            state.region, state.streak, state.seen = None, 0, ()
+            return None
+        if state.region not in candidates:  # no leader yet, or it left, or its latest probe failed
+            state.region, state.streak = candidates[0], 0
+        leader = state.region
+        challenger = next((r for r in candidates if r != leader), None)
+        seen = _fingerprint(snapshot, leader, challenger)
+        new_information = seen != state.seen
+        state.seen = seen
+        if challenger is None or candidates[0] == leader or not self._leads(snapshot, challenger, leader):
+            state.streak = 0
+            return leader
+        if new_information or state.streak == 0:  # a lead that just appeared is itself news
+            state.streak += 1
+        if state.streak >= self.switch_after:
+            state.region, state.streak = challenger, 0
+            state.seen = _fingerprint(snapshot, challenger, next(r for r in candidates if r != challenger))
+        return state.region
+
+    def _leads(self, snapshot: TrackerSnapshot, challenger: str, leader: str) -> bool:
+        """Whether the challenger's EMA beats the leader's by both margins (>=, so zero margins mean plain order)."""
+        leader_ema, challenger_ema = _ema(snapshot, leader), _ema(snapshot, challenger)
+        lead = leader_ema - challenger_ema
+        return lead >= self.margin_absolute and lead >= self.margin_relative * leader_ema
+
+
+def _fingerprint(snapshot: TrackerSnapshot, leader: str, challenger: str | None) -> tuple[object, ...]:
+    """What changes only when the leader or the challenger got a new result (or the challenger changed)."""
+    def counts(region: str | None) -> tuple[int, int]:
+        stats = snapshot.regions.get(region) if region is not None else None
+        return (stats.samples, stats.failures_total) if stats is not None else (0, 0)
+
+    return (leader, challenger, counts(leader), counts(challenger))
+
+
+def _ema(snapshot: TrackerSnapshot, region: str) -> float:
+    stats = snapshot.regions.get(region)
+    return math.inf if stats is None or stats.ema is None else stats.ema
+
+
+def _entry(snapshot: TrackerSnapshot, region: str, rank: int | None, state: RegionState) -> RankedRegion:
+    stats = snapshot.regions.get(region)
+    if stats is None:
+        return RankedRegion(region, rank, state, None, 0)
+    return RankedRegion(region, rank, state, stats.ema, stats.samples)
+
+
+def _check(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"ranking.{field}: {message}")
+
+
+# -- configuration --------------------------------------------------------------------------------------------------
+
+
+class RankingSettings(BaseModel):
+    """The `ranking:` section of the configuration. Durations take seconds or `500ms`, `90s`, `5m`.
+
+    Interval-relative defaults (None) are resolved per target, from that target's probe interval.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    policy: Literal["trusted", "plain"] = "trusted"
+    max_failures: int = Field(DEFAULT_MAX_FAILURES, ge=1)
+    ttl: float | None = Field(None, gt=0)  # None: 3 * interval
+    min_samples: int = Field(DEFAULT_MIN_SAMPLES, ge=1)
+    margin_relative: float = Field(DEFAULT_MARGIN_RELATIVE, ge=0, lt=1)
+    margin_absolute: float = Field(DEFAULT_MARGIN_ABSOLUTE, ge=0)
+    switch_after: int = Field(DEFAULT_SWITCH_AFTER, ge=1)
+    base_ejection: float | None = Field(None, ge=0)  # None: 1 * interval
+    max_ejection: float | None = Field(None, ge=0)  # None: 10 * interval (at least base_ejection)
+    leader_yields_on_failure: bool = True
+
+    @field_validator("ttl", "margin_absolute", "base_ejection", "max_ejection", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            from region_latency.config import parse_duration  # lazy: config imports this module
+
+            return parse_duration(value)
+        return value
+
+
+def policy_from_config(settings: Mapping[str, Any] | RankingSettings | None, *, interval: float) -> RankingPolicy:
+    """The ranking policy the configuration asks for (`ranking:` section; interval is the target's).
+
+    ValueError with one line naming the field (`ranking.max_failures: must be >= 1`) for bad settings.
+    """
+    parsed = settings if isinstance(settings, RankingSettings) else parse_settings(settings or {})
+    if parsed.policy == "plain":
+        return PlainRanking()
+    return TrustedRanking(
+        interval,
+        max_failures=parsed.max_failures,
+        ttl=parsed.ttl,
+        min_samples=parsed.min_samples,
+        margin_relative=parsed.margin_relative,
+        margin_absolute=parsed.margin_absolute,
+        switch_after=parsed.switch_after,
+        base_ejection=parsed.base_ejection,
+        max_ejection=parsed.max_ejection,
+        leader_yields_on_failure=parsed.leader_yields_on_failure,
+    )
+
+
+def parse_settings(settings: Mapping[str, Any]) -> RankingSettings:
+    """Validate a `ranking:` mapping; ValueError with one line per problem, joined by '; '."""
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"ranking: must be a mapping, got {type(settings).__name__}")
+    try:
+        return RankingSettings.model_validate(dict(settings))
+    except ValidationError as exc:
+        raise ValueError("; ".join(_describe(error) for error in exc.errors())) from None
+
+
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than": "must be < {lt}",
+    "extra_forbidden": "unknown setting",
+    "literal_error": "must be one of {expected}",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+}
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "ranking"
+    template = _MESSAGES.get(error["type"])
+    message = template.format(**error.get("ctx", {})) if template else str(error["msg"])
+    if error["type"] == "value_error":
+        message = str(error.get("ctx", {}).get("error", message))
+    return f"ranking.{field}: {message}" if field != "ranking" else f"ranking: {message}"
