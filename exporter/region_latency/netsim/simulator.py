@@ -126,13 +126,16 @@ class RegionSimulator:
                     except (netns.NetnsError, WorkerError, OSError) as e:
                         if mode == "netns":
                             raise
-                        reason = str(e)
+                        reason = f"network namespaces failed ({e})"
                         self._stop_all()
                 elif mode == "netns":
                     raise SimulatorError(f"cannot build network namespaces: {reason}")
-                log.warning("region simulator: network namespaces unavailable (%s); falling back to a delaying TCP "
-                            "proxy on 127.0.0.1, which CANNOT delay TCP handshakes (connect time will be ~0)",
-                            reason)
+                else:
+                    reason = f"network namespaces unavailable ({reason})"
+            else:
+                reason = "proxy mode was requested"
+            log.warning("region simulator: %s; using a delaying TCP proxy on 127.0.0.1, which CANNOT delay TCP "
+                        "handshakes (connect times will be ~0; TLS and requests are delayed)", reason)
             self._start_proxy(certs.server_file)
         except BaseException:
             self.close()
