@@ -123,7 +123,7 @@ class _Ejection:
 
 @dataclass(slots=True)
 class _Leader:
-    """Hysteresis memory: the published #1 and how long a challenger has led it by the margin."""
+    """Hysteresis memory: the published #1 and for how many evaluations a challenger has led it by the margins."""
 
     region: str | None = None
     streak: int = 0  # consecutive evaluations with new information in which a challenger led by the margin
@@ -193,10 +193,12 @@ class TrustedRanking:
                "must be a finite time >= base_ejection")
 
     def backoff(self, region: str) -> float:
-        """How long the region's next (or current) ejection lasts at least, in seconds."""
+        """Seconds the region must answer without a failure to end its current ejection; 0.0 when not ejected."""
         with self._lock:
             ejection = self._ejections.get(region)
-            return self._backoff(max(1, ejection.count if ejection else 1))
+            if ejection is None or ejection.ejected_at is None:
+                return 0.0
+            return self._backoff(ejection.count)
 
     def _backoff(self, count: int) -> float:
         return min(self.base_ejection * count, self.max_ejection)

@@ -207,12 +207,14 @@ def test_ejections_are_forgiven_after_long_health() -> None:
     policy = TrustedRanking(INTERVAL, base_ejection=30.0, max_ejection=300.0)
     bench = Bench(policy)
     warm(bench, a=0.040, b=0.060)
+    backoffs = []
     for _ in range(2):
         eject(bench)
+        backoffs.append(policy.backoff("a"))
         bench.sample("a", 0.040)
-        bench.advance(policy.backoff("a"))
+        bench.advance(backoffs[-1])
         bench.evaluate()
-    assert policy.backoff("a") == 60.0
+    assert backoffs == [30.0, 60.0] and policy.backoff("a") == 0.0  # back in
     bench.advance(600.0)  # two max_ejection periods of health
     bench.sample("a", 0.040)
     eject(bench)
