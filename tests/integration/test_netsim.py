@@ -23,8 +23,14 @@ from region_latency.netsim.calibrate import connect_times
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 
-_available, _reason = netns.availability()
-needs_netns = pytest.mark.skipif(not _available, reason=f"needs network namespaces + TUN: {_reason}")
+
+
+@pytest.fixture(scope="session")
+def needs_netns() -> None:
+    """Skip (with the reason) where this process cannot make namespaces and TUNs: not root, or not permitted."""
+    ok, reason = netns.availability()
+    if not ok:
+        pytest.skip(f"needs network namespaces + TUN devices: {reason}")
 
 
 def median_connect(sim: RegionSimulator, region: str, n: int = 7) -> float:
@@ -37,9 +43,7 @@ def assert_about(measured: float, rtt: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[RegionSimulator]:
-    if not _available:
-        pytest.skip(f"needs network namespaces + TUN: {_reason}")
+def sim(needs_netns: None) -> Iterator[RegionSimulator]:
     regions = {"us-east-1": RegionSpec(rtt=0.050), "eu-west-1": RegionSpec(rtt=0.010),
                "ap-south-1": RegionSpec(rtt=0.010), "sa-east-1": RegionSpec(rtt=0.005)}
     with RegionSimulator(regions, mode="netns") as s:
@@ -114,7 +118,7 @@ def _our_namespaces(pid: int) -> list[str]:
     return [n for n in netns.list_names() if n.startswith(f"{netns.PREFIX}-{pid}-")]
 
 
-@needs_netns
+@pytest.mark.usefixtures("needs_netns")
 def test_teardown_leaves_nothing_behind_even_after_an_exception() -> None:
     before = set(_our_namespaces(os.getpid()))
     with pytest.raises(RuntimeError, match="boom"), RegionSimulator({"r": RegionSpec(rtt=0.001)}) as s:
@@ -133,7 +137,7 @@ def test_teardown_leaves_nothing_behind_even_after_an_exception() -> None:
     assert "simc0" not in links and "simr0" not in links  # the root namespace never had them anyway
 
 
-@needs_netns
+@pytest.mark.usefixtures("needs_netns")
 def test_leftovers_of_dead_simulators_are_removed() -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -165,7 +169,7 @@ def test_proxy_fallback_delays_data_but_not_the_handshake(caplog: pytest.LogCapt
         assert s.stats().forwarded > 0
 
 
-@needs_netns
+@pytest.mark.usefixtures("needs_netns")
 def test_cli_prints_endpoints_as_json_and_exits_clean() -> None:
     proc = subprocess.run([sys.executable, "-m", "region_latency.netsim", "--region", "us-east-1=20ms",
                            "--region", "eu-west-1=80ms,jitter=1ms", "--json", "--duration", "0.2"],
