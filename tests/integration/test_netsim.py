@@ -123,14 +123,14 @@ def test_teardown_leaves_nothing_behind_even_after_an_exception() -> None:
     before = set(_our_namespaces(os.getpid()))
     with pytest.raises(RuntimeError, match="boom"), RegionSimulator({"r": RegionSpec(rtt=0.001)}) as s:
         names = [s.client_netns, s.regions_netns]
-        workers = [s._delayline.pid, s._servers.pid]  # type: ignore[union-attr]
+        workers = s.worker_pids
+        assert len(workers) == 2
         ca_dir = s.ca_file.parent
         assert all(n in netns.list_names() for n in names)
         raise RuntimeError("boom")
     assert set(_our_namespaces(os.getpid())) == before
     assert not ca_dir.exists()
     for pid in workers:
-        assert pid is not None
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # already reaped: the worker is gone
     links = netns.ip("-o", "link").stdout

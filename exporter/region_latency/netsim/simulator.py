@@ -233,6 +233,11 @@ class RegionSimulator:
         default = 443 if scheme == "https" else 80
         return f"{scheme}://{self.address(region)}" + ("" if port == default else f":{port}")
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of the delay-line and servers worker processes (for diagnostics: `ps`, `perf`, teardown checks)."""
+        return [w.pid for w in (self._delayline, self._servers) if w is not None and w.pid is not None]
+
     def spec(self, region: str) -> RegionSpec:
         return self._specs[region]
 
