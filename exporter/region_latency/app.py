@@ -62,6 +62,7 @@ class Exporter:
         self.cache = make_cache(self.config)
         self.states: dict[str, TargetState] = {}
         self._targets: dict[str, dict[str, Target]] = {}
+        self._policy_keys: dict[str, tuple[str, float]] = {}
         self._cache_loaded = False
         self._reload_lock = threading.Lock()
         self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate)
@@ -77,8 +78,10 @@ class Exporter:
         return [state.snapshot() for state in list(self.states.values())]
 
     def ready(self) -> bool:
-        """Ready once a full sweep finished, or at once when the cache held a ranking."""
-        return self._cache_loaded or self.scheduler.sweep_done()
+        """Ready once a full sweep finished, or at once when the cache held a (still fresh) ranking."""
+        if self.scheduler.sweep_done():
+            return True
+        return self._cache_loaded and any(state.snapshot().ranking.ranked() for state in list(self.states.values()))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -129,6 +132,10 @@ class Exporter:
             resolved[target.name] = (target, list(targets), targets, make_policy(config, target))
         jobs = []
         for name, (target, regions, targets, policy) in resolved.items():
+            # A reload with the same ranking settings keeps the policy: its #1 and ejection history survive.
+            policy_key = (repr(sorted(config.ranking.items())), target.interval)
+            keep_policy = self._policy_keys.get(name) == policy_key
+            self._policy_keys[name] = policy_key
             state = self.states.get(name)
             info = TargetInfo(name=name, service=target.service, probe=target.probe)
             if state is None or state.info != info:
@@ -140,7 +147,7 @@ class Exporter:
                 state = TargetState(info, regions, tracker, policy)
                 self.states[name] = state
             else:
-                state.set_regions(regions, policy)
+                state.set_regions(regions, None if keep_policy else policy)
             self._targets[name] = targets
             probe = get_probe(target.probe)
             for region, probe_target in targets.items():
@@ -155,6 +162,7 @@ class Exporter:
         for name in set(self.states) - set(resolved):
             self.states.pop(name).tracker.close()
             self._targets.pop(name, None)
+            self._policy_keys.pop(name, None)
         self.scheduler.set_jobs(jobs)
 
     def _reevaluate(self) -> None:

@@ -390,7 +390,7 @@ class Config(_Model):
 
     listen: str = DEFAULT_LISTEN
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    concurrency: int = Field(default=16, ge=1, le=4096)
+    concurrency: int = Field(default=64, ge=1, le=4096)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     targets: tuple[TargetConfig, ...] = Field(default_factory=_default_targets)
     ranking: dict[str, Any] = Field(default_factory=dict)
@@ -443,6 +443,23 @@ class Config(_Model):
                                   f"duplicate target name {target.name!r} (also targets[{seen[target.name]}]); "
                                   "give each target a unique name")
             seen[target.name] = i
+        return self
+
+    @model_validator(mode="after")
+    def _ranking_settings(self) -> Config:
+        """Build every target's ranking policy once: some limits depend on the target's interval."""
+        from region_latency.ranking import policy_from_config
+
+        for i, target in enumerate(self.targets):
+            try:
+                policy_from_config(self.ranking, interval=target.interval)
+            except ValueError as exc:
+                field, _, problem = str(exc).partition(": ")
+                path = tuple(field.split(".")) if field.startswith("ranking") and problem else ("ranking",)
+                detail = problem or str(exc)
+                if i or len(self.targets) > 1 or "interval" in detail:
+                    detail += f" (target {target.name}, interval {format_duration(target.interval)})"
+                raise _FieldError(path, detail) from None
         return self
 
     def __hash__(self) -> int:

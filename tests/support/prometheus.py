@@ -63,7 +63,7 @@ class PrometheusServer:
                 last = self.query(promql)
                 if predicate(last):
                     return last
-            except httpx.TransportError:
+            except (httpx.TransportError, ValueError):  # not up yet, or still starting (503, not JSON)
                 pass
             time.sleep(0.5)
         raise AssertionError(f"{promql!r} never satisfied the condition; last result {last}")

@@ -47,7 +47,7 @@ def test_default_config_without_file(tmp_path: Path) -> None:
     assert config.listen == ":9720" and config.listen_address == ("0.0.0.0", 9720)
     default_path = tmp_path / "home/.cache/region-latency-exporter/latencies.json"
     assert config.cache == CacheConfig(type="file", path=default_path)
-    assert config.concurrency == 16 and config.log_level == "info" and config.ranking == {}
+    assert config.concurrency == 64 and config.log_level == "info" and config.ranking == {}
     (target,) = config.targets
     assert (target.name, target.service, target.probe, target.partition) == (
         "bedrock-runtime-https", "bedrock-runtime", "https", "aws")
@@ -341,9 +341,17 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     assert "regions: auto" not in resolved
 
 
-def test_ranking_accepts_any_mapping(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "ranking: {policy: ema, hysteresis: 0.1}\n"), env={})
-    assert config.ranking == {"policy": "ema", "hysteresis": 0.1}
+def test_ranking_settings_are_validated_at_load_time(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "ranking: {policy: trusted, max_failures: 3, ttl: 2m}\n"), env={})
+    assert config.ranking == {"policy": "trusted", "max_failures": 3, "ttl": "2m"}
+    for text, field in [("ranking: {policy: ema}\n", "ranking.policy"),
+                        ("ranking: {hysteresis: 0.1}\n", "ranking.hysteresis"),
+                        ("ranking: {max_failures: 0}\n", "ranking.max_failures"),
+                        ("ranking: {ttl: 10s}\n", "ranking.ttl")]:  # ttl must exceed the 30 s interval
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path, text), env={})
+        message = str(caught.value)
+        assert f": {field}: " in message and "\n" not in message, message
 
 
 def test_every_yaml_example_in_the_docs_loads(tmp_path: Path) -> None:
