@@ -89,8 +89,9 @@ class Exporter:
         self.web.start()
         self.scheduler.start()
         host, port = self.web.address
+        shown = f"[{host}]" if ":" in host else host
         log.info("listening on http://%s:%d/metrics; probing %d target(s), %d region(s)",
-                 host or "0.0.0.0", port, len(self.states), sum(len(s.regions) for s in self.states.values()))
+                 shown, port, len(self.states), sum(len(s.regions) for s in self.states.values()))
 
     def stop(self) -> None:
         """Stop scheduling, let in-flight probes finish (bounded by their timeout), save caches."""

@@ -10,6 +10,7 @@ import html
 import json
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -187,6 +188,10 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -196,7 +201,8 @@ class WebServer:
     """Serves an ExporterApp on host:port from a background thread."""
 
     def __init__(self, app: ExporterApp, host: str, port: int) -> None:
-        self._server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+        self._server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     @property
