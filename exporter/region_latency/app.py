@@ -56,7 +56,9 @@ def make_policy(config: Config, target: TargetConfig) -> RankingPolicy:
 class Exporter:
     """Owns the trackers, their states, the scheduler and the web server of one process."""
 
-    def __init__(self, source: ConfigSource, config: Config | None = None) -> None:
+    def __init__(self, source: ConfigSource, config: Config | None = None, *,
+                 probe_thread_setup: Callable[[], None] | None = None) -> None:
+        """`probe_thread_setup` runs in each probe thread before its first probe (the demo enters a netns)."""
         self.source = source
         self.config = config or source.load()
         self.cache = make_cache(self.config)
@@ -65,7 +67,8 @@ class Exporter:
         self._policy_keys: dict[str, tuple[str, float]] = {}
         self._cache_loaded = False
         self._reload_lock = threading.Lock()
-        self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate)
+        self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate,
+                                   thread_initializer=probe_thread_setup)
         self._apply(self.config)
         self.registry = build_registry(self.snapshots)
         hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.reload)

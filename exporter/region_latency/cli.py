@@ -87,6 +87,11 @@ def serve(config_path: str | None, listen: str | None, cache_type: str | None, c
         _fail(f"cannot listen on {config.listen}: {exc.strerror or exc}", 1)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
+    _run_until_signalled(exporter)
+
+
+def _run_until_signalled(exporter: Any) -> None:
+    """Start, then run until SIGTERM/SIGINT (SIGHUP reloads); stop cleanly."""
     stop = threading.Event()
 
     def on_stop(signum: int, _frame: object) -> None:
@@ -104,6 +109,50 @@ def serve(config_path: str | None, listen: str | None, cache_type: str | None, c
         pass
     exporter.stop()
     log.info("stopped")
+
+
+@cli.command()
+@click.option("--listen", default="127.0.0.1:9720", show_default=True, help="Address for /metrics.")
+@click.option("--region", "regions", multiple=True, metavar="NAME=RTT",
+              help="A simulated region, e.g. us-east-1=90ms or eu-west-1=25ms,jitter=2ms,loss=0.01 "
+                   "(repeatable; default: six regions with round trips as seen from Frankfurt).")
+@click.option("--interval", default="5s", show_default=True, help="Probe interval.")
+@click.option("--proxy", is_flag=True, help="Use the delay proxy even as root (it cannot delay TCP handshakes).")
+def demo(listen: str, regions: Sequence[str], interval: str, proxy: bool) -> None:
+    """Run the exporter against simulated regions with known round-trip times (no AWS needed).
+
+    As root the packets themselves are delayed (a TUN delay line between network namespaces);
+    otherwise an application-level delay proxy stands in. Stop with Ctrl-C.
+    """
+    _setup_logging("info")
+    try:
+        from region_latency.demo import default_regions, demo_config
+        from region_latency.netsim import RegionSimulator, netns
+        from region_latency.netsim.spec import parse_region
+
+        specs = dict(parse_region(text) for text in regions) if regions else default_regions()
+        sim = RegionSimulator(specs, mode="proxy" if proxy else "auto")
+    except ImportError as exc:
+        _fail(f"the demo needs the netsim extra: pip install 'region-latency-exporter[netsim]' ({exc})", 1)
+    except ValueError as exc:
+        _fail(str(exc))
+    from region_latency.app import ConfigSource, Exporter
+
+    with sim:
+        try:
+            config = demo_config(sim, listen, interval)
+        except ValidationError as exc:
+            _fail(str(ConfigError.from_validation(exc, source="demo")))
+        client_ns = sim.client_netns if sim.mode == "netns" else None
+        setup = (lambda: netns.enter(client_ns)) if client_ns else None
+        try:
+            exporter = Exporter(ConfigSource(None, {}, {}), config, probe_thread_setup=setup)
+        except OSError as exc:
+            _fail(f"cannot listen on {listen}: {exc.strerror or exc}", 1)
+        for region in sim.regions:
+            log.info("simulated %-16s rtt %6.1f ms  %s", region, sim.spec(region).rtt * 1000, sim.endpoint_url(region))
+        log.info("simulator mode: %s; open http://%s/ for the ranking", sim.mode, listen)
+        _run_until_signalled(exporter)
 
 
 @cli.command()

@@ -83,7 +83,9 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_tick: Callable[[], None] | None = None,
+        thread_initializer: Callable[[], None] | None = None,
     ) -> None:
+        """`thread_initializer` runs once in every probe worker thread (e.g. to enter a network namespace)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
@@ -91,7 +93,8 @@ class Scheduler:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_tick = on_tick
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe",
+                                        initializer=thread_initializer)
         self._heap: list[_Slot] = []
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, Future[ProbeResult]] = {}

@@ -162,6 +162,21 @@ def entered(name: str) -> Iterator[None]:
         os.close(original)
 
 
+def enter(name: str) -> None:
+    """Move the calling thread into namespace NAME for good (a worker thread's initializer).
+
+    Threads it starts later are born in NAME too.
+    """
+    try:
+        target = os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise NetnsError(f"no network namespace {name!r}") from e
+    try:
+        _setns(target)
+    finally:
+        os.close(target)
+
+
 def call_in(name: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Run fn(*args, **kwargs) on a fresh thread inside namespace NAME and return its result (or raise its error).
 
