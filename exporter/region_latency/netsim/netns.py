@@ -146,14 +146,7 @@ def entered(name: str) -> Iterator[None]:
     """
     original = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        try:
-            target = os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError as e:
-            raise NetnsError(f"no network namespace {name!r}") from e
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
+        enter(name)
         try:
             yield
         finally:
