@@ -3,8 +3,9 @@
 35 simulated regions with true RTTs spread evenly over 10-300 ms. `run_sweep` (what the CLI's one-shot probe and
 a scheduler round do) runs every region's probe once with concurrency 35 (one worker per region) and 1 (and
 the exporter's default `concurrency` when that is below 35); the `Scheduler` itself (jitter off) is timed
-from `set_jobs` to `sweep_done`. The floor of a sweep is its slowest probe: 1 RTT of the slowest region for tcp (300 ms), 3 RTT for
-https (TCP handshake + TLS 1.3 handshake + one request: 900 ms). Goal: a concurrent sweep within 1.2 x that.
+from `set_jobs` to `sweep_done`. The floor of a sweep is its slowest probe: 1 RTT of the slowest region for tcp
+(300 ms), 3 RTT for https (TCP handshake + TLS 1.3 handshake + one request: 900 ms). Goal: a concurrent sweep
+within 1.2 x that.
 
 The probes' errors against the true RTT are reported too: 35 probes in one Python process share one GIL, and a
 probe whose answer arrives while another thread holds it is timestamped late.
