@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
+import subprocess
 import sys
 import threading
 import time
@@ -28,6 +30,7 @@ from bench.common import (
     BenchResult,
     ExporterProcess,
     Goal,
+    collect_worker,
     command_line,
     cpu_seconds,
     default_concurrency,
@@ -39,6 +42,7 @@ from bench.common import (
     rss_bytes,
     simulated_regions,
     start_simulator,
+    start_worker,
     sum_samples,
 )
 from bench.report import SECTIONS, section_header
@@ -137,6 +141,69 @@ def _sleep_until(at: float) -> None:
         time.sleep(delay)
 
 
+# -- where the CPU and the memory go ---------------------------------------------------------------------------------
+
+KIND_PROBES = 100
+
+
+def worker(payload: dict[str, Any]) -> dict[str, Any]:
+    """CPU per probe by kind, sequentially against the fastest region: ours measured in this process
+    (`time.process_time`), blackbox from its /proc counters around the same number of /probe requests."""
+    from region_latency.probes import Target, get_probe
+
+    out: dict[str, Any] = {}
+    n = payload["n"]
+    for kind in ("tcp", "https"):
+        probe = get_probe(kind)
+        options = {"ca_file": payload["ca_file"]} if kind == "https" else {}
+        target = Target("bedrock-runtime", "r", payload["url"], options)
+        probe(target, 5.0)  # warm-up: imports, SSL context
+        started = time.process_time()
+        for _ in range(n):
+            probe(target, 5.0)
+        ours = (time.process_time() - started) / n
+        bb_target = blackbox.tcp_target(payload["address"]) if kind == "tcp" else payload["url"]
+        module = blackbox.TCP_MODULE if kind == "tcp" else blackbox.HTTPS_MODULE
+        blackbox.probe(payload["bb_port"], bb_target, module)
+        before = cpu_seconds(payload["bb_pid"])
+        for _ in range(n):
+            blackbox.probe(payload["bb_port"], bb_target, module)
+        theirs = (cpu_seconds(payload["bb_pid"]) - before) / n
+        out[kind] = {"ours": ours, "blackbox": theirs}
+    return out
+
+
+IMPORT_STEPS: list[tuple[str, str]] = [
+    ("python interpreter", "pass"),
+    ("+ ssl, http.server, email (what prometheus_client imports)", "import ssl, http.server, email.utils"),
+    ("+ prometheus_client", "import prometheus_client"),
+    ("+ pydantic, yaml, click", "import pydantic, yaml, click"),
+    ("+ httpcore, certifi CA bundle loaded",
+     "import httpcore, certifi; ssl.create_default_context(cafile=certifi.where())"),
+    ("+ botocore imported", "import botocore.session"),
+    ("+ all exporter modules (region_latency.app, probes)",
+     "import region_latency.app, region_latency.probes.tcp, region_latency.probes.https"),
+    ("+ botocore endpoint data loaded (regions, ruleset)",
+     "from region_latency.regions import partition_regions, endpoint_url; partition_regions('aws'); "
+     "endpoint_url('bedrock-runtime', 'us-east-1')"),
+    ("+ Exporter(config) built, nothing started",
+     "from region_latency.app import ConfigSource, Exporter; Exporter(ConfigSource(CONFIG, None, None))"),
+]
+_PRINT_RSS = "\nimport re\nprint(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
+
+
+def import_rss(config_path: str) -> list[tuple[str, float]]:
+    """RSS of a fresh interpreter after each cumulative step: where the exporter's baseline memory comes from."""
+    out = []
+    statements = []
+    for label, statement in IMPORT_STEPS:
+        statements.append(statement)
+        code = f"CONFIG = {config_path!r}\n" + "\n".join(statements) + _PRINT_RSS
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+        out.append((label, int(proc.stdout.strip()) / 1024 if proc.returncode == 0 else float("nan")))
+    return out
+
+
 def run(duration: float = DURATION) -> BenchResult:
     started = time.monotonic()
     workdir = OUT_DIR / "footprint"
@@ -159,6 +226,15 @@ def run(duration: float = DURATION) -> BenchResult:
         meter.stop()
         end = snapshot(pids)
         peaks = {name: peak_rss_bytes(pid) for name, pid in pids.items()}
+        exporter.stop()
+        fastest = sim.regions[0]
+        payload = {"n": KIND_PROBES, "url": sim.endpoint_url(fastest), "address": sim.address(fastest),
+                   "ca_file": str(sim.ca_file), "bb_port": box.port, "bb_pid": box.pid}
+        log = workdir / "per-kind.log"
+        per_kind = collect_worker(start_worker(sim, "bench.footprint", payload, log), log, timeout=120)
+        quiet = workdir / "exporter-unstarted.yaml"  # same targets, any free port: it is only built
+        quiet.write_text(exporter.config_path.read_text().replace(f"127.0.0.1:{EXPORTER_PORT}", "127.0.0.1:0"))
+        imports = import_rss(str(quiet))
     finally:
         if meter is not None:
             meter.stop()
@@ -167,13 +243,13 @@ def run(duration: float = DURATION) -> BenchResult:
         if box is not None:
             box.stop()
         sim.close()
-    return report(driven, idle, at_start, end, peaks, meter.samples if meter else [], duration,
+    return report(driven, idle, at_start, end, peaks, meter.samples if meter else [], duration, per_kind, imports,
                   time.monotonic() - started)
 
 
 def report(driven: dict[str, Any], idle: dict[str, int], at_start: dict[str, dict[str, float]],
            end: dict[str, dict[str, float]], peaks: dict[str, int], samples: list[tuple[float, dict[str, int]]],
-           duration: float, seconds: float) -> BenchResult:
+           duration: float, per_kind: dict[str, Any], imports: list[tuple[str, float]], seconds: float) -> BenchResult:
     marks = driven["marks"]
     first, last = marks[0], marks[-1]
     window = last["snapshot"]["exporter"]["at"] - first["snapshot"]["exporter"]["at"]
@@ -223,16 +299,35 @@ def report(driven: dict[str, Any], idle: dict[str, int], at_start: dict[str, dic
         md_table(["process", "RSS idle MB", "RSS end MB", "RSS peak MB", "CPU s at start", "probes total",
                   "probes in window", "CPU s in window", "CPU ms / probe", "CPU ms / probe incl. start",
                   "CPU share of one core"], rows),
+        "",
+        f"Where the CPU goes, by probe kind: {KIND_PROBES} probes of each kind one after another against the "
+        "10 ms region after the run (ours: `time.process_time()` in a process doing only that; blackbox: its "
+        "/proc CPU counters around the same number of /probe requests, serving them included).",
+        "",
+        md_table(["probe kind", "ours CPU ms / probe", "blackbox CPU ms / probe", "ratio"],
+                 [[kind, f"{v['ours'] * 1e3:.2f}", f"{v['blackbox'] * 1e3:.2f}", f"{v['ours'] / v['blackbox']:.2f}"]
+                  for kind, v in per_kind.items()]),
+        "",
+        "Where the memory goes: RSS of a fresh interpreter after each cumulative step (same venv).",
+        "",
+        md_table(["step", "RSS MB", "added MB"],
+                 [[label, f"{mb:.1f}", f"{mb - (imports[i - 1][1] if i else 0):+.1f}"]
+                  for i, (label, mb) in enumerate(imports)]),
     ])
     return BenchResult(key="footprint", title=SECTIONS["footprint"], body=body, goals=goals, seconds=seconds,
-                       raw={"stats": stats, "marks": marks, "rss_samples": samples, "window": window})
+                       raw={"stats": stats, "marks": marks, "rss_samples": samples, "window": window,
+                            "per_kind": per_kind, "import_rss_mb": imports})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.footprint", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=DURATION, help="seconds of probing (default 180)")
     parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
     from bench.report import finish
 
     return finish(run(duration=args.duration), write=not args.no_report)
