@@ -42,6 +42,8 @@ from region_latency.netsim import RegionSpec
 RTTS = (0.010, 0.030, 0.080, 0.150, 0.300)
 PROBES = 50
 WARMUP = 2
+START_DELAY = 5.0  # seconds for every worker process to start and warm up before the common start
+WINDOW = 50.0  # rounds are spread over this many seconds (the slowest workers just run back to back)
 TCP_GOAL = 0.0003  # our TCP connect's median error must stay within 0.3 ms
 # (label, our phase, blackbox value) per kind
 COMPARED: dict[str, list[tuple[str, str, str]]] = {
@@ -163,18 +165,29 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
         stamped = socket_stamped_https()
         runners["socket stamps"] = lambda: stamped(target, 5.0)
         rounds["socket stamps"], failures["socket stamps"] = [], 0
-    for i in range(payload["n"] + WARMUP):
+    for runner in runners.values():  # warm-up: imports, SSL contexts, blackbox's first connection
+        for _ in range(WARMUP):
+            runner()
+    # Every worker starts at the same moment, once all have finished starting (15 interpreters starting at once
+    # would otherwise load both cores during the fast regions' first rounds), and spreads its rounds over the
+    # same window, so every RTT is measured under the same background load.
+    period = payload["window"] / payload["n"]
+    for i in range(payload["n"]):
+        _sleep_until_wall(payload["start_at"] + i * period)
         order = list(runners) if i % 2 == 0 else list(reversed(runners))
         for who in order:
             values = runners[who]()
-            if i < WARMUP:
-                continue
             if values is None:
                 failures[who] += 1
             else:
                 rounds[who].append(values)
-        time.sleep(0.005)
     return {"rounds": rounds, "failures": failures}
+
+
+def _sleep_until_wall(at: float) -> None:
+    delay = at - time.time()
+    if delay > 0:
+        time.sleep(delay)
 
 
 # -- the benchmark ----------------------------------------------------------------------------------------------------
@@ -193,13 +206,15 @@ def run(n: int = PROBES, rtts: Sequence[float] = RTTS) -> BenchResult:
         sim.call_in_client(box.wait_ready)
         sim.stats(reset=True)
         workers = []
+        start_at = time.time() + START_DELAY
         for rtt in rtts:
             region = region_name(rtt)
             for kind, chunks in CHUNKS.items():
                 for chunk in range(chunks):
                     payload = {"kind": kind, "region": region, "address": sim.address(region),
                                "url": sim.endpoint_url(region), "ca_file": str(sim.ca_file),
-                               "n": -(-n // chunks), "bb_port": box.port}
+                               "n": -(-n // chunks), "bb_port": box.port, "start_at": start_at,
+                               "window": WINDOW}
                     log = workdir / f"worker-{region}-{kind}-{chunk}.log"
                     workers.append((rtt, kind, log, start_worker(sim, "bench.accuracy", payload, log)))
         raw: dict[str, Any] = {}

@@ -136,6 +136,10 @@ def rss_bytes(pid: int) -> int:
     return _status_kb(pid, "VmRSS") * 1024
 
 
+def thread_count(pid: int) -> int:
+    return _status_kb(pid, "Threads")
+
+
 def peak_rss_bytes(pid: int) -> int:
     """Highest resident set size the process reached (VmHWM)."""
     return _status_kb(pid, "VmHWM") * 1024

@@ -44,6 +44,7 @@ from bench.common import (
     start_simulator,
     start_worker,
     sum_samples,
+    thread_count,
 )
 from bench.report import SECTIONS, section_header
 from bench.scrape import PROMETHEUS_HEADERS
@@ -62,6 +63,7 @@ class Meter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.samples: list[tuple[float, dict[str, int]]] = []
+        self.threads: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
 
@@ -72,6 +74,7 @@ class Meter:
     def sample(self) -> dict[str, int]:
         now = {name: rss_bytes(pid) for name, pid in self.pids.items()}
         self.samples.append((time.monotonic(), now))
+        self.threads = {name: thread_count(pid) for name, pid in self.pids.items()}
         return now
 
     def start(self) -> None:
@@ -83,8 +86,8 @@ class Meter:
 
 
 def snapshot(pids: dict[str, int]) -> dict[str, dict[str, float]]:
-    return {name: {"cpu": cpu_seconds(pid), "rss": rss_bytes(pid), "at": time.monotonic()}
-            for name, pid in pids.items()}
+    return {name: {"cpu": cpu_seconds(pid), "rss": rss_bytes(pid), "at": time.monotonic(),
+                   "threads": thread_count(pid)} for name, pid in pids.items()}
 
 
 def drive(sim: RegionSimulator, box: blackbox.Blackbox, exporter: ExporterProcess, duration: float,
@@ -271,7 +274,8 @@ def report(driven: dict[str, Any], idle: dict[str, int], at_start: dict[str, dic
         rows.append([name, f"{idle[name] / 2**20:.1f}", f"{end[name]['rss'] / 2**20:.1f}",
                      f"{peaks[name] / 2**20:.1f}", f"{at_start[name]['cpu']:.2f}", f"{totals[name]:.0f}",
                      f"{probes[name]:.0f}", f"{cpu_window:.2f}", f"{per_probe * 1e3:.2f}",
-                     f"{per_probe_all * 1e3:.2f}", f"{cpu_window / window * 100:.1f} %"])
+                     f"{per_probe_all * 1e3:.2f}", f"{cpu_window / window * 100:.1f} %",
+                     f"{at_start[name]['threads']:.0f} / {end[name]['threads']:.0f}"])
     ours, theirs = stats["exporter"], stats["blackbox"]
     ratio = ours["cpu_per_probe"] / theirs["cpu_per_probe"]
     goals = [
@@ -283,6 +287,14 @@ def report(driven: dict[str, Any], idle: dict[str, int], at_start: dict[str, dic
                       f"{ours['rss_peak'] / 2**20:.1f}, at start {ours['rss_idle'] / 2**20:.1f}); blackbox "
                       f"{theirs['rss_end'] / 2**20:.1f} MB", passed=max(ours["rss_end"], ours["rss_peak"]) <= RSS_GOAL),
     ]
+    growth = ""
+    if len(samples) > 20:
+        (t0, r0), (t1, r1) = samples[len(samples) // 4], samples[-1]
+        grown = r1["exporter"] - r0["exporter"]
+        probes_then = max(1.0, probes["exporter"] * (t1 - t0) / window)
+        growth = (f" The exporter's RSS grew {grown / 2**20:.1f} MB over the last {t1 - t0:.0f} s "
+                  f"(~{grown / 1024 / probes_then:.1f} KB per probe), blackbox's "
+                  f"{(r1['blackbox'] - r0['blackbox']) / 2**20:.1f} MB.")
     failures = (f"Failed probes: exporter {last['ours_failures']:.0f}, blackbox {last['blackbox_failed']}."
                 if last["ours_failures"] or last["blackbox_failed"] else "No probe failed.")
     body = "\n".join([
@@ -294,11 +306,11 @@ def report(driven: dict[str, Any], idle: dict[str, int], at_start: dict[str, dic
         f"is scraped once per interval. Steady-state window: {window:.0f} s, from the exporter's first scrape "
         f"(after its first sweep) to its last. {failures} RSS \"idle\" is blackbox before its first probe, and "
         "the exporter when it first answers /-/healthy (its probes start within a second of that). CPU at start "
-        "is what the process used until then (imports, configuration).",
+        "is what the process used until then (imports, configuration)." + growth,
         "",
         md_table(["process", "RSS idle MB", "RSS end MB", "RSS peak MB", "CPU s at start", "probes total",
                   "probes in window", "CPU s in window", "CPU ms / probe", "CPU ms / probe incl. start",
-                  "CPU share of one core"], rows),
+                  "CPU share of one core", "threads start / end"], rows),
         "",
         f"Where the CPU goes, by probe kind: {KIND_PROBES} probes of each kind one after another against the "
         "10 ms region after the run (ours: `time.process_time()` in a process doing only that; blackbox: its "
