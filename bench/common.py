@@ -271,7 +271,8 @@ def default_concurrency() -> int:
 class ExporterProcess:
     """`python -m region_latency serve` inside the simulator's client namespace, with its pid and log."""
 
-    def __init__(self, sim: RegionSimulator, config: Mapping[str, Any], workdir: Path, name: str = "exporter") -> None:
+    def __init__(self, sim: RegionSimulator, config: Mapping[str, Any], workdir: Path, name: str = "exporter",
+                 env: Mapping[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = int(str(config["listen"]).rsplit(":", 1)[1])
         self.config_path = workdir / f"{name}.yaml"
@@ -281,7 +282,7 @@ class ExporterProcess:
         self.started_at = time.monotonic()
         self.proc = sim.run_in_client(
             [sys.executable, "-m", "region_latency", "serve", "--config", str(self.config_path)],
-            stdout=subprocess.DEVNULL, stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL, stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     @property

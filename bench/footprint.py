@@ -54,6 +54,10 @@ REGIONS = 35
 INTERVAL = 15.0
 DURATION = 180.0
 EXPORTER_PORT = 9730
+# A second exporter beside the first, identical but for glibc's malloc arenas capped at 2 (default: 8 per core,
+# one per thread that allocates): it shows, in the same run, how much of the RSS is per-thread arenas.
+VARIANT = "exporter, MALLOC_ARENA_MAX=2"
+VARIANT_ENV = {"MALLOC_ARENA_MAX": "2"}
 RSS_GOAL = 60 * 2**20
 
 
@@ -90,9 +94,9 @@ def snapshot(pids: dict[str, int]) -> dict[str, dict[str, float]]:
                    "threads": thread_count(pid)} for name, pid in pids.items()}
 
 
-def drive(sim: RegionSimulator, box: blackbox.Blackbox, exporter: ExporterProcess, duration: float,
+def drive(sim: RegionSimulator, box: blackbox.Blackbox, exporters: dict[str, ExporterProcess], duration: float,
           pids: dict[str, int]) -> dict[str, Any]:
-    """Prometheus-like schedule for blackbox's 70 targets and the exporter's /metrics; on a namespace thread."""
+    """Prometheus-like schedule for blackbox's 70 targets and the exporters' /metrics; on a namespace thread."""
     targets = []
     for region in sim.regions:
         targets.append((blackbox.tcp_target(sim.address(region)), blackbox.TCP_MODULE))
@@ -111,18 +115,21 @@ def drive(sim: RegionSimulator, box: blackbox.Blackbox, exporter: ExporterProces
         with lock:
             bb_done.append((time.monotonic(), ok))
 
-    def scrape_exporter(cycle: int) -> None:
-        status, body = http_get(exporter.port, "/metrics", headers=PROMETHEUS_HEADERS)
-        taken = snapshot(pids)  # right after the scrape: a window's edges each include exactly one
-        if status != 200:
-            raise RuntimeError(f"exporter /metrics answered {status}")
-        text = gzip.decompress(body).decode() if body[:2] == b"\x1f\x8b" else body.decode()
-        samples = parse_samples(text)
+    def scrape_exporters(cycle: int) -> None:
+        probes, failures = {}, {}
+        for name, exporter in exporters.items():
+            status, body = http_get(exporter.port, "/metrics", headers=PROMETHEUS_HEADERS)
+            if status != 200:
+                raise RuntimeError(f"{name} /metrics answered {status}")
+            text = gzip.decompress(body).decode() if body[:2] == b"\x1f\x8b" else body.decode()
+            samples = parse_samples(text)
+            probes[name] = sum_samples(samples, "region_latency_probes_total")
+            failures[name] = sum_samples(samples, "region_latency_probe_failures_total")
+        taken = snapshot(pids)  # right after the scrapes: a window's edges each include exactly one
         with lock:
-            marks.append({"cycle": cycle, "snapshot": taken, "ours_probes": sum_samples(
-                samples, "region_latency_probes_total"), "ours_failures": sum_samples(
-                samples, "region_latency_probe_failures_total"), "blackbox_probes": len(bb_done),
-                "blackbox_failed": sum(1 for _, ok in bb_done if not ok)})
+            probes["blackbox"] = len(bb_done)
+            failures["blackbox"] = sum(1 for _, ok in bb_done if not ok)
+            marks.append({"cycle": cycle, "snapshot": taken, "probes": probes, "failures": failures})
 
     started = time.monotonic()
     offsets = [INTERVAL * i / len(targets) for i in range(len(targets))]
@@ -132,8 +139,8 @@ def drive(sim: RegionSimulator, box: blackbox.Blackbox, exporter: ExporterProces
             for (target, module), offset in zip(targets, offsets, strict=True):
                 _sleep_until(base + offset)
                 pool.submit(ask_blackbox, target, module)
-            _sleep_until(base + INTERVAL - 0.5)  # the exporter's scrape closes each cycle
-            scrape_exporter(cycle)
+            _sleep_until(base + INTERVAL - 0.5)  # the exporters' scrape closes each cycle
+            scrape_exporters(cycle)
         _sleep_until(started + cycles * INTERVAL)
     return {"marks": marks, "cycles": cycles, "blackbox_results": len(bb_done)}
 
@@ -211,37 +218,42 @@ def run(duration: float = DURATION) -> BenchResult:
     started = time.monotonic()
     workdir = OUT_DIR / "footprint"
     sim = start_simulator(simulated_regions(REGIONS))
-    box = exporter = meter = None
+    box = meter = None
+    exporters: dict[str, ExporterProcess] = {}
     try:
         box = blackbox.Blackbox(sim, workdir)
         sim.call_in_client(box.wait_ready)
-        pids = {"exporter": 0, "blackbox": box.pid}
+        pids = {"blackbox": box.pid}
         idle = {"blackbox": rss_bytes(box.pid)}
-        exporter = ExporterProcess(sim, exporter_config(sim, port=EXPORTER_PORT, interval="15s", timeout="5s"),
-                                   workdir)
-        sim.call_in_client(exporter.wait_healthy)
-        pids["exporter"] = exporter.pid
-        idle["exporter"] = rss_bytes(exporter.pid)
+        for i, (name, env) in enumerate((("exporter", {}), (VARIANT, VARIANT_ENV))):
+            config = exporter_config(sim, port=EXPORTER_PORT + i, interval="15s", timeout="5s")
+            exporters[name] = ExporterProcess(sim, config, workdir, name=f"exporter-{i}", env=env)
+        for name, exporter in exporters.items():
+            sim.call_in_client(exporter.wait_healthy)
+            pids[name] = exporter.pid
+            idle[name] = rss_bytes(exporter.pid)
         at_start = snapshot(pids)
         meter = Meter(pids)
         meter.start()
-        driven = sim.call_in_client(drive, sim, box, exporter, duration, pids)
+        driven = sim.call_in_client(drive, sim, box, exporters, duration, pids)
         meter.stop()
         end = snapshot(pids)
         peaks = {name: peak_rss_bytes(pid) for name, pid in pids.items()}
-        exporter.stop()
+        for exporter in exporters.values():
+            exporter.stop()
         fastest = sim.regions[0]
         payload = {"n": KIND_PROBES, "url": sim.endpoint_url(fastest), "address": sim.address(fastest),
                    "ca_file": str(sim.ca_file), "bb_port": box.port, "bb_pid": box.pid}
         log = workdir / "per-kind.log"
         per_kind = collect_worker(start_worker(sim, "bench.footprint", payload, log), log, timeout=120)
         quiet = workdir / "exporter-unstarted.yaml"  # same targets, any free port: it is only built
-        quiet.write_text(exporter.config_path.read_text().replace(f"127.0.0.1:{EXPORTER_PORT}", "127.0.0.1:0"))
+        quiet.write_text(exporters["exporter"].config_path.read_text().replace(
+            f"127.0.0.1:{EXPORTER_PORT}", "127.0.0.1:0"))
         imports = import_rss(str(quiet))
     finally:
         if meter is not None:
             meter.stop()
-        if exporter is not None:
+        for exporter in exporters.values():
             exporter.stop()
         if box is not None:
             box.stop()
@@ -255,13 +267,13 @@ def report(driven: dict[str, Any], idle: dict[str, int], at_start: dict[str, dic
            duration: float, per_kind: dict[str, Any], imports: list[tuple[str, float]], seconds: float) -> BenchResult:
     marks = driven["marks"]
     first, last = marks[0], marks[-1]
+    names = ["exporter", VARIANT, "blackbox"]
     window = last["snapshot"]["exporter"]["at"] - first["snapshot"]["exporter"]["at"]
-    probes = {"exporter": last["ours_probes"] - first["ours_probes"],
-              "blackbox": last["blackbox_probes"] - first["blackbox_probes"]}
-    totals = {"exporter": last["ours_probes"], "blackbox": last["blackbox_probes"]}
+    probes = {name: last["probes"][name] - first["probes"][name] for name in names}
+    totals = {name: last["probes"][name] for name in names}
     stats: dict[str, Any] = {}
     rows = []
-    for name in ("exporter", "blackbox"):
+    for name in names:
         cpu_window = last["snapshot"][name]["cpu"] - first["snapshot"][name]["cpu"]
         per_probe = cpu_window / probes[name] if probes[name] else float("nan")
         per_probe_all = end[name]["cpu"] / totals[name] if totals[name] else float("nan")
@@ -290,22 +302,25 @@ def report(driven: dict[str, Any], idle: dict[str, int], at_start: dict[str, dic
     growth = ""
     if len(samples) > 20:
         (t0, r0), (t1, r1) = samples[len(samples) // 4], samples[-1]
-        grown = r1["exporter"] - r0["exporter"]
-        probes_then = max(1.0, probes["exporter"] * (t1 - t0) / window)
-        growth = (f" The exporter's RSS grew {grown / 2**20:.1f} MB over the last {t1 - t0:.0f} s "
-                  f"(~{grown / 1024 / probes_then:.1f} KB per probe), blackbox's "
-                  f"{(r1['blackbox'] - r0['blackbox']) / 2**20:.1f} MB.")
-    failures = (f"Failed probes: exporter {last['ours_failures']:.0f}, blackbox {last['blackbox_failed']}."
-                if last["ours_failures"] or last["blackbox_failed"] else "No probe failed.")
+        parts = []
+        for name in names:
+            grown = r1[name] - r0[name]
+            probes_then = max(1.0, probes[name] * (t1 - t0) / window)
+            parts.append(f"{name} {grown / 2**20:+.1f} MB (~{grown / 1024 / probes_then:.1f} KB per probe)")
+        growth = f" RSS growth over the last {t1 - t0:.0f} s: " + ", ".join(parts) + "."
+    failed = {name: last["failures"][name] for name in names}
+    failures = (f"Failed probes: {failed}." if any(failed.values()) else "No probe failed.")
     body = "\n".join([
         section_header(command_line()),
-        f"{REGIONS} simulated regions (RTT 10-300 ms) x 2 probe kinds every {INTERVAL:g} s for {duration:g} s, both "
+        f"{REGIONS} simulated regions (RTT 10-300 ms) x 2 probe kinds every {INTERVAL:g} s for {duration:g} s, all "
         "processes at once in the client namespace. Blackbox is asked for its 70 targets at fixed offsets spread "
         f"over each interval (like Prometheus); the exporter runs its own schedule (default concurrency "
-        f"{default_concurrency()}) and "
-        f"is scraped once per interval. Steady-state window: {window:.0f} s, from the exporter's first scrape "
-        f"(after its first sweep) to its last. {failures} RSS \"idle\" is blackbox before its first probe, and "
-        "the exporter when it first answers /-/healthy (its probes start within a second of that). CPU at start "
+        f"{default_concurrency()}) and is scraped once per interval. A second, identical exporter runs beside it "
+        "with glibc's malloc arenas capped (`MALLOC_ARENA_MAX=2`), to show in the same run what the per-thread "
+        "arenas cost (goals are judged on the first, as shipped). "
+        f"Steady-state window: {window:.0f} s, from the exporters' first scrape (after their first sweep) to "
+        f"the last. {failures} RSS \"idle\" is blackbox before its first probe, and "
+        "an exporter when it first answers /-/healthy (its probes start within a second of that). CPU at start "
         "is what the process used until then (imports, configuration)." + growth,
         "",
         md_table(["process", "RSS idle MB", "RSS end MB", "RSS peak MB", "CPU s at start", "probes total",
