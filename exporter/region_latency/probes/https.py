@@ -1,14 +1,15 @@
-"""The `https` probe: one real HTTP(S) request on a fresh connection, every phase timed by trace hooks.
+"""The `https` probe: one real HTTP(S) request on a fresh connection, every phase timed at the socket.
 
 Phases: `dns` (resolved here, before connecting), `connect` (TCP handshake to the resolved address),
-`tls` (TLS handshake), `ttfb` (request headers start going out -> response headers received) and
-`total` (probe start -> response body read, body capped at 64 KiB).
+`tls` (TLS handshake), `ttfb` (first request byte written -> first response byte read) and
+`total` (probe start -> response body read, body capped at 64 KiB). Phases are stamped around the
+socket calls themselves (SocketStamps); httpcore's trace events name the step a failure happened in.
 
 The latency that feeds the tracker is `ttfb`: on an established connection it is one request round
 trip plus the server's think time, which is what a pooled SDK client (boto3 keeps connections alive)
 pays on every call. `connect` and `tls` are paid once per connection and are exported as phases.
 
-The request goes through httpcore (the engine under httpx) with its `trace` extension, on a network
+The request goes through httpcore (the engine under httpx), on a network
 backend that clamps every socket operation to what is left of the probe's deadline: httpx's own
 timeouts are per operation, so a server that trickles bytes or accepts and never answers could
 otherwise hold a probe for several timeouts. TCP_NODELAY is set by httpcore's sync backend.
@@ -208,13 +209,14 @@ def _request(
 ) -> ProbeResult:
     """Send the request to `address` (Host header and SNI keep the endpoint's name) and time it."""
     trace = PhaseTrace()
+    backend = DeadlineBackend(deadline)
     context = None
     if endpoint.scheme == "https":
         context = options.ssl_context or _default_context()
     connection = httpcore.HTTPConnection(
         origin=httpcore.Origin(endpoint.scheme.encode(), address.encode(), endpoint.port),
         ssl_context=context,
-        network_backend=DeadlineBackend(deadline),
+        network_backend=backend,
         retries=0,
     )
     url = httpcore.URL(
@@ -235,6 +237,7 @@ def _request(
         phases.update(trace.phases())
         raise ProbeError(*_classify(exc, trace.step, deadline)) from None
     phases.update(trace.phases())
+    phases.update(backend.stamps.phases())  # the socket stamps win where both exist
     phases["total"] = deadline.elapsed()
     if "ttfb" not in phases:  # cannot happen with HTTP/1.1; guard rather than report a made-up number
         raise ProbeError(ErrorKind.OTHER, "response arrived but the trace recorded no request timing")
@@ -294,12 +297,38 @@ def _ssl_reason(exc: BaseException) -> str:
     return describe(exc)
 
 
+class SocketStamps:
+    """perf_counter stamps taken right at the socket calls, tighter than httpcore's trace events.
+
+    The trace events also time httpcore's own work (h11 request encoding, response header parsing,
+    event dispatch); stamping the socket calls keeps that Python overhead out of the phases, as
+    blackbox_exporter's httptrace hooks do. See bench/BENCHMARKS.md (accuracy).
+    """
+
+    def __init__(self) -> None:
+        self.connect: tuple[float, float] | None = None
+        self.tls: tuple[float, float] | None = None
+        self.first_write: float | None = None
+        self.first_read: float | None = None
+
+    def phases(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.connect is not None:
+            out["connect"] = self.connect[1] - self.connect[0]
+        if self.tls is not None:
+            out["tls"] = self.tls[1] - self.tls[0]
+        if self.first_write is not None and self.first_read is not None:
+            out["ttfb"] = self.first_read - self.first_write
+        return out
+
+
 class DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's sync backend with every socket operation's timeout cut to the deadline's remainder."""
 
-    def __init__(self, deadline: Deadline) -> None:
+    def __init__(self, deadline: Deadline, stamps: SocketStamps | None = None) -> None:
         self._deadline = deadline
         self._inner = httpcore.SyncBackend()
+        self.stamps = stamps or SocketStamps()
 
     def connect_tcp(
         self,
@@ -310,8 +339,10 @@ class DeadlineBackend(httpcore.NetworkBackend):
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
         budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
+        started = time.perf_counter()
         stream = self._inner.connect_tcp(host, port, budget, local_address, socket_options or [])
-        return DeadlineStream(stream, self._deadline)
+        self.stamps.connect = (started, time.perf_counter())
+        return DeadlineStream(stream, self._deadline, self.stamps)
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(min(seconds, self._deadline.remaining()))
@@ -320,15 +351,22 @@ class DeadlineBackend(httpcore.NetworkBackend):
 class DeadlineStream(httpcore.NetworkStream):
     """A network stream whose reads, writes and TLS handshake never outlive the deadline."""
 
-    def __init__(self, inner: httpcore.NetworkStream, deadline: Deadline) -> None:
+    def __init__(self, inner: httpcore.NetworkStream, deadline: Deadline, stamps: SocketStamps) -> None:
         self._inner = inner
         self._deadline = deadline
+        self._stamps = stamps
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _budget(self._deadline, timeout, httpcore.ReadTimeout))
+        data = self._inner.read(max_bytes, _budget(self._deadline, timeout, httpcore.ReadTimeout))
+        if data and self._stamps.first_read is None and self._stamps.first_write is not None:
+            self._stamps.first_read = time.perf_counter()
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _budget(self._deadline, timeout, httpcore.WriteTimeout))
+        budget = _budget(self._deadline, timeout, httpcore.WriteTimeout)
+        if self._stamps.first_write is None:
+            self._stamps.first_write = time.perf_counter()
+        self._inner.write(buffer, budget)
 
     def close(self) -> None:
         self._inner.close()
@@ -337,7 +375,10 @@ class DeadlineStream(httpcore.NetworkStream):
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.NetworkStream:
         budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
-        return DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, budget), self._deadline)
+        started = time.perf_counter()
+        stream = self._inner.start_tls(ssl_context, server_hostname, budget)
+        self._stamps.tls = (started, time.perf_counter())
+        return DeadlineStream(stream, self._deadline, self._stamps)
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
