@@ -21,6 +21,7 @@ from region_latency.probes.base import ErrorKind, ProbeFn, ProbeResult, Target
 
 log = logging.getLogger(__name__)
 
+TICK_INTERVAL = 1.0  # seconds between on_tick calls (clock-driven re-ranking: staleness)
 DEFAULT_JITTER = 0.1  # each run lands up to ±10 % of the interval off its slot, spreading load
 
 
@@ -93,6 +94,7 @@ class Scheduler:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_tick = on_tick
+        self._next_tick = 0.0  # clock time of the next on_tick call: at most one a second
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe",
                                         initializer=thread_initializer)
         self._heap: list[_Slot] = []
@@ -178,7 +180,8 @@ class Scheduler:
                 else:
                     due_slot = heapq.heappop(self._heap)
                     self._dispatch(due_slot, now)
-            if self._on_tick is not None and due_slot is None:
+            if self._on_tick is not None and due_slot is None and self._clock() >= self._next_tick:
+                self._next_tick = self._clock() + TICK_INTERVAL
                 try:
                     self._on_tick()
                 except Exception:

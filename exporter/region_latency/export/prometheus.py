@@ -6,10 +6,10 @@ are documented in docs/METRICS.md; change both together.
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-import botocore
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -25,6 +25,8 @@ from region_latency.ranking import RegionState
 from region_latency.state import SAMPLE_BUCKETS, TargetSnapshot
 
 NAMESPACE = "region_latency"
+# From the package metadata: importing botocore only for its version would cost the process ~8 MB.
+_BOTOCORE_VERSION = importlib.metadata.version("botocore")
 LABELS = ("target", "service", "probe", "region")
 PHASES = ("dns", "connect", "tls", "ttfb", "total")
 
@@ -51,7 +53,7 @@ class RegionLatencyCollector(Collector):
         info.add_metric([], {
             "version": __version__,
             "python_version": platform.python_version(),
-            "botocore_version": botocore.__version__,
+            "botocore_version": _BOTOCORE_VERSION,
         })
         yield info
 
