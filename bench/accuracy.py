@@ -15,8 +15,6 @@ phase for TCP); our https `connect`/`tls`/`ttfb` vs blackbox http `probe_http_du
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +25,7 @@ from bench.common import (
     OUT_DIR,
     BenchResult,
     Goal,
+    bench_main,
     collect_worker,
     command_line,
     md_table,
@@ -324,17 +323,9 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=PROBES, help="probes per region and kind (default 50)")
-    parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return 0
-    from bench.report import finish
-
-    return finish(run(n=args.n), write=not args.no_report)
+    return bench_main(argv, module="bench.accuracy", doc=__doc__,
+                      option=("-n", PROBES, "probes per region and kind"),
+                      run=lambda n: run(n=n), worker=worker)
 
 
 if __name__ == "__main__":

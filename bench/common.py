@@ -364,3 +364,28 @@ def collect_worker(proc: subprocess.Popen[str], log_path: Path, timeout: float) 
     if proc.returncode != 0:
         raise RuntimeError(f"worker failed ({proc.returncode}): {log_path.read_text()[-2000:]}")
     return json.loads(out)
+
+
+def bench_main(argv: Sequence[str] | None, *, module: str, doc: str | None, option: tuple[str, float, str],
+               run: Callable[[Any], Any], worker: Callable[[Any], Any] | None = None) -> int:
+    """The command line every benchmark module shares: one numeric option, `--no-report`, and (for
+    benchmarks that start worker processes) a hidden `--worker JSON` entry point.
+
+    `option` is (flag, default, help); `run(value)` returns the BenchResult that `bench.report.finish`
+    prints and, without --no-report, writes to BENCHMARKS.md.
+    """
+    import argparse
+
+    flag, default, text = option
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=(doc or "").split("\n\n")[0])
+    parser.add_argument(flag, dest="value", type=type(default), default=default, help=f"{text} (default {default})")
+    parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    if worker is not None:
+        parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if worker is not None and args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    from bench.report import finish
+
+    return finish(run(args.value), write=not args.no_report)

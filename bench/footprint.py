@@ -13,9 +13,7 @@ its first sweep) to the last one; CPU from process start is reported too.
 
 from __future__ import annotations
 
-import argparse
 import gzip
-import json
 import subprocess
 import sys
 import threading
@@ -30,6 +28,7 @@ from bench.common import (
     BenchResult,
     ExporterProcess,
     Goal,
+    bench_main,
     collect_worker,
     command_line,
     cpu_seconds,
@@ -347,17 +346,9 @@ def report(driven: dict[str, Any], idle: dict[str, int], at_start: dict[str, dic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.footprint", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=DURATION, help="seconds of probing (default 180)")
-    parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return 0
-    from bench.report import finish
-
-    return finish(run(duration=args.duration), write=not args.no_report)
+    return bench_main(argv, module="bench.footprint", doc=__doc__,
+                      option=("--duration", DURATION, "seconds of probing"),
+                      run=lambda seconds: run(duration=seconds), worker=worker)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ against one server at a time; the two servers alternate in rounds so both see th
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gzip
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +28,7 @@ from bench.common import (
     BenchResult,
     ExporterProcess,
     Goal,
+    bench_main,
     collect_worker,
     command_line,
     exporter_config,
@@ -275,17 +274,9 @@ def report(results: dict[str, Any], sizes: dict[str, dict[str, Any]], filled: di
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scrape", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds per level (default {ROUNDS})")
-    parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return 0
-    from bench.report import finish
-
-    return finish(run(rounds=args.rounds), write=not args.no_report)
+    return bench_main(argv, module="bench.scrape", doc=__doc__,
+                      option=("--rounds", ROUNDS, "rounds per level"),
+                      run=lambda rounds: run(rounds=rounds), worker=worker)
 
 
 if __name__ == "__main__":

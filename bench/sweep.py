@@ -15,7 +15,6 @@ probe whose answer arrives while another thread holds it is timestamped late.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 from bench.common import (
     BenchResult,
     Goal,
+    bench_main,
     command_line,
     default_concurrency,
     md_table,
@@ -157,13 +157,9 @@ def report(raw: dict[str, Any], slowest: float, total_rtt: float, regions: int, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5, help="concurrent sweeps per kind (default 5)")
-    parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = parser.parse_args(argv)
-    from bench.report import finish
-
-    return finish(run(repeats=args.repeats), write=not args.no_report)
+    return bench_main(argv, module="bench.sweep", doc=__doc__,
+                      option=("--repeats", 5, "concurrent sweeps per kind"),
+                      run=lambda repeats: run(repeats=repeats))
 
 
 if __name__ == "__main__":

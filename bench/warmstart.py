@@ -12,7 +12,6 @@ Order: cold (writes the cache), warm x3 (each from a fresh copy of that cache), 
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -24,6 +23,7 @@ from bench.common import (
     BenchResult,
     ExporterProcess,
     Goal,
+    bench_main,
     command_line,
     exporter_config,
     http_get,
@@ -138,13 +138,9 @@ def report(runs: dict[str, list[dict[str, float]]], seconds: float) -> BenchResu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.warmstart", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--warm-runs", type=int, default=WARM_RUNS, help=f"runs with a cache (default {WARM_RUNS})")
-    parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = parser.parse_args(argv)
-    from bench.report import finish
-
-    return finish(run(warm_runs=args.warm_runs), write=not args.no_report)
+    return bench_main(argv, module="bench.warmstart", doc=__doc__,
+                      option=("--warm-runs", WARM_RUNS, "runs with a cache"),
+                      run=lambda runs: run(warm_runs=runs))
 
 
 if __name__ == "__main__":
