@@ -17,7 +17,9 @@ from region_latency.ranking import PlainRanking
 from region_latency.state import TargetInfo, TargetState
 from region_latency.tracker import RegionLatencyTracker
 
-OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+OPENMETRICS = "application/openmetrics-text;version=1.0.0"
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 
 
 class Counting(Collector):
@@ -107,6 +109,8 @@ def test_exporter_app_serves_metrics_from_the_cache_until_a_result_arrives() -> 
     assert call(app, HTTP_ACCEPT=OPENMETRICS)[1].endswith(b"# EOF\n")
     assert call(app)[0] == "200 OK"
     assert counting.collects == 2  # text and OpenMetrics, once each
+    assert not call(app, HTTP_ACCEPT=PROMETHEUS_ACCEPT)[1].endswith(b"# EOF\n")  # text, when accepted
+    assert counting.collects == 2  # ... and it is the cached text rendering
     state.record("us-east-1", ProbeResult(0.05, {"connect": 0.05}))
     call(app)
     assert counting.collects == 3

@@ -112,7 +112,7 @@ class MetricsCache:
 
     def get(self, accept: str | None, accept_encoding: str | None) -> tuple[list[tuple[str, str]], bytes]:
         """(headers, body) for a scrape with these Accept/Accept-Encoding headers, as prometheus_client makes them."""
-        encoder, content_type = choose_encoder(accept or "")
+        encoder, content_type = choose_encoder(_prefer_text(accept or ""))
         compress = gzip_accepted(accept_encoding or "")
         variant = (content_type, compress)
         with self._lock:
@@ -129,6 +129,17 @@ class MetricsCache:
                 self._entries[variant] = entry
                 self.renders += 1
         return list(entry.headers), entry.body
+
+
+def _prefer_text(accept: str) -> str:
+    """Serve the classic text format whenever the scraper accepts it, even when it prefers OpenMetrics.
+
+    Nothing here needs OpenMetrics (no exemplars, no created timestamps), and prometheus_client renders
+    text in ~60 % of the time (18 vs 30 ms for 35 regions x 2 kinds: its OpenMetrics path checks every
+    label name character by character). Prometheus lists text/plain;version=0.0.4 in its Accept header.
+    """
+    offers = [part.split(";")[0].strip() for part in accept.split(",")]
+    return "text/plain" if "text/plain" in offers else accept
 
 
 def snapshot_generation(snapshots: Sequence[TargetSnapshot]) -> Hashable:
