@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import yaml
 
-from bench.common import http_get, wait_until
+from bench.common import http_get, stop_process, wait_until
 from region_latency.netsim import RegionSimulator
 
 BINARY_CANDIDATES = ("/usr/bin/prometheus-blackbox-exporter", "prometheus-blackbox-exporter", "blackbox_exporter")
@@ -84,13 +84,7 @@ class Blackbox:
                    alive=lambda: self.proc.poll() is None)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self._log.close()
 
 

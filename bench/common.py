@@ -306,13 +306,7 @@ class ExporterProcess:
                           alive=self.alive)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
         self._log.close()
         return self.proc.returncode
 
@@ -389,3 +383,14 @@ def bench_main(argv: Sequence[str] | None, *, module: str, doc: str | None, opti
     from bench.report import finish
 
     return finish(run(args.value), write=not args.no_report)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """SIGTERM (unless it already exited), wait up to `timeout` seconds, then SIGKILL; the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.processes import stop_process
 from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,13 +96,7 @@ class ExporterProcess:
         self.proc.send_signal(signum)
 
     def stop(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+        code = stop_process(self.proc, timeout)
         self.client.close()
         self._stderr.close()
         return code

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.support.processes import stop_process
 from tests.support.servers import free_port
 
 
@@ -69,11 +70,6 @@ class PrometheusServer:
         raise AssertionError(f"{promql!r} never satisfied the condition; last result {last}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 15)
         self.client.close()
         self._log.close()

@@ -8,6 +8,7 @@ import time
 
 import redis
 
+from tests.support.processes import stop_process
 from tests.support.servers import free_port
 
 
@@ -40,9 +41,4 @@ class RedisServer:
         client.close()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 10)
