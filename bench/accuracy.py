@@ -58,94 +58,28 @@ INFO_ONLY = {"https": [("total (3 RTT)", "total", "probe_duration_seconds")]}
 CHUNKS = {"tcp": 1, "https": 2}
 
 
-# -- the proposed fix, prototyped: phases stamped at the socket -------------------------------------------------------
+# -- client CPU of our TLS handshakes ------------------------------------------------------------------------------
 
-def socket_stamped_https() -> Any:
-    """Our https probe with each phase stamped around the narrowest call: `sock.connect()` alone (no
-    socket.create_connection, whose getaddrinfo and socket setup run inside httpcore's connect_tcp),
-    `do_handshake()` alone (no SSLSocket construction), and first request byte written -> first response byte
-    read (no h11 encoding or parsing).
+def count_handshake_cpu() -> list[float]:
+    """Wrap the https probe's handshake loop to add the thread CPU time of each handshake to the returned list.
 
-    A prototype for probes/https.py's DeadlineBackend/DeadlineStream, measured in the same rounds as the shipped
-    probe; deadlines are left out (not needed here).
+    The wrapper runs outside the probe's own `tls` stamps (they are taken inside `_handshake`), so the measured
+    phases are unchanged; it shows how much of our `tls` error is the client's own handshake CPU (OpenSSL).
     """
-    import socket
-
-    import httpcore
-    from httpcore._backends.sync import SyncStream
-
     from region_latency.probes import https as module
 
-    stamps: dict[str, float] = {}
+    seconds: list[float] = []
+    inner = module._handshake
 
-    class Stream(httpcore.NetworkStream):
-        def __init__(self, inner: SyncStream, sock: socket.socket, encrypted: bool) -> None:
-            self._inner, self._sock, self._encrypted = inner, sock, encrypted
-
-        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            data = self._inner.read(max_bytes, timeout)
-            if data and "write" in stamps and "read" not in stamps:
-                stamps["read"] = time.perf_counter()
-            return data
-
-        def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            if buffer and "write" not in stamps:
-                stamps["write"] = time.perf_counter()
-            self._inner.write(buffer, timeout)
-
-        def close(self) -> None:
-            self._inner.close()
-
-        def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                      timeout: float | None = None) -> httpcore.NetworkStream:
-            self._sock.settimeout(timeout)
-            tls = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname, do_handshake_on_connect=False)
-            started = time.perf_counter()
-            tls.do_handshake()
-            stamps["tls"] = time.perf_counter() - started
-            return Stream(SyncStream(tls), tls, True)
-
-        def get_extra_info(self, info: str) -> Any:
-            return self._inner.get_extra_info(info)
-
-    class Stamps:
-        """What the probe reads back from its backend (`backend.stamps.phases()`), where it does."""
-
-        def phases(self) -> dict[str, float]:
-            out = {key: stamps[key] for key in ("connect", "tls") if key in stamps}
-            if "read" in stamps and "write" in stamps:
-                out["ttfb"] = stamps["read"] - stamps["write"]
-            return out
-
-    class Backend(httpcore.NetworkBackend):
-        def __init__(self, _deadline: object, *_args: object) -> None:
-            self.stamps = Stamps()
-
-        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                        socket_options: Any = None) -> httpcore.NetworkStream:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(timeout)
-            started = time.perf_counter()
-            sock.connect((host, port))
-            stamps["connect"] = time.perf_counter() - started
-            return Stream(SyncStream(sock), sock, False)
-
-    def probe(target: Any, timeout: float) -> Any:
-        stamps.clear()
-        original = module.DeadlineBackend
-        module.DeadlineBackend = Backend  # type: ignore[misc, assignment]
+    def measured(tls: Any, until: float) -> tuple[float, float]:
+        started = time.thread_time()
         try:
-            result = module.probe(target, timeout)
+            return inner(tls, until)
         finally:
-            module.DeadlineBackend = original  # type: ignore[misc]
-        if not result.ok:
-            return None
-        phases = dict(result.phases)
-        phases.update(connect=stamps["connect"], tls=stamps["tls"], ttfb=stamps["read"] - stamps["write"])
-        return phases
+            seconds.append(time.thread_time() - started)
 
-    return probe
+    module._handshake = measured  # type: ignore[assignment]
+    return seconds
 
 
 # -- the worker (runs in the client namespace) ------------------------------------------------------------------------
@@ -163,28 +97,32 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, float]]] = {"ours": [], "blackbox": []}
     failures = {"ours": 0, "blackbox": 0}
 
+    handshake_cpu = count_handshake_cpu() if kind == "https" else []
+
     def run_ours() -> dict[str, float] | None:
+        handshake_cpu.clear()
         result = ours(target, 5.0)
-        return dict(result.phases) if result.ok else None
+        if not result.ok:
+            return None
+        return dict(result.phases) | ({"tls_cpu": handshake_cpu[-1]} if handshake_cpu else {})
 
     def run_blackbox() -> dict[str, float] | None:
         values, _ = blackbox.probe(payload["bb_port"], bb_target, module)
         return values if values.get("probe_success") == 1.0 else None
 
     runners: dict[str, Callable[[], dict[str, float] | None]] = {"ours": run_ours, "blackbox": run_blackbox}
-    if kind == "https":
-        stamped = socket_stamped_https()
-        runners["socket stamps"] = lambda: stamped(target, 5.0)
-        rounds["socket stamps"], failures["socket stamps"] = [], 0
     for runner in runners.values():  # warm-up: imports, SSL contexts, blackbox's first connection
         for _ in range(WARMUP):
             runner()
     # Every worker starts at the same moment, once all have finished starting (15 interpreters starting at once
     # would otherwise load both cores during the fast regions' first rounds), and spreads its rounds over the
-    # same window, so every RTT is measured under the same background load.
+    # same window, so every RTT is measured under the same background load. Within a period the workers are
+    # staggered (`offset`): rounds started together put all ten Python workers' probe set-up on the two cores
+    # at the instant of our connect in the rounds where ours goes first, while in the other rounds they sit
+    # waiting on blackbox (one Go process), which skewed every "ours first" round (connect +0.2-0.4 ms).
     period = payload["window"] / payload["n"]
     for i in range(payload["n"]):
-        _sleep_until_wall(payload["start_at"] + i * period)
+        _sleep_until_wall(payload["start_at"] + payload.get("offset", 0.0) * period + i * period)
         order = list(runners) if i % 2 == 0 else list(reversed(runners))
         for who in order:
             values = runners[who]()
@@ -220,15 +158,15 @@ def run(n: int = PROBES, rtts: Sequence[float] = RTTS) -> BenchResult:
         for kind, chunks in CHUNKS.items():  # one kind at a time: 5 (tcp) or 10 (https) processes at once
             workers = []
             start_at = time.time() + START_DELAY
-            for rtt in rtts:
+            slots = [(rtt, chunk) for chunk in range(chunks) for rtt in rtts]  # neighbours: different RTTs
+            for index, (rtt, chunk) in enumerate(slots):
                 region = region_name(rtt)
-                for chunk in range(chunks):
-                    payload = {"kind": kind, "region": region, "address": sim.address(region),
-                               "url": sim.endpoint_url(region), "ca_file": str(sim.ca_file),
-                               "n": -(-n // chunks), "bb_port": box.port, "start_at": start_at,
-                               "window": WINDOW[kind]}
-                    log = workdir / f"worker-{region}-{kind}-{chunk}.log"
-                    workers.append((rtt, log, start_worker(sim, "bench.accuracy", payload, log)))
+                payload = {"kind": kind, "region": region, "address": sim.address(region),
+                           "url": sim.endpoint_url(region), "ca_file": str(sim.ca_file),
+                           "n": -(-n // chunks), "bb_port": box.port, "start_at": start_at,
+                           "window": WINDOW[kind], "offset": index / len(slots)}
+                log = workdir / f"worker-{region}-{kind}-{chunk}.log"
+                workers.append((rtt, log, start_worker(sim, "bench.accuracy", payload, log)))
             for rtt, log, proc in workers:
                 part = collect_worker(proc, log, timeout=400)
                 merged = raw.setdefault(kind, {}).setdefault(f"{rtt:g}", {"rounds": {}, "failures": {}})
@@ -270,16 +208,16 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
                 truth = rtt * (3 if informational else 1)
                 e_ours, e_bb = errors(ours_rounds, ours_key, truth), errors(bb_rounds, bb_key, truth)
                 m_ours, m_bb = median(e_ours), median(e_bb)
-                e_proto = errors(data["rounds"].get("socket stamps", []), ours_key, truth)
+                cpu = [r["tls_cpu"] for r in ours_rounds if "tls_cpu" in r] if label == "tls" else []
                 ok = abs(m_ours) <= abs(m_bb) and (kind != "tcp" or abs(m_ours) <= TCP_GOAL)
                 rows.append([kind, f"{rtt * 1e3:g}", label, ms(m_ours), ms(percentile(e_ours, 90)), ms(m_bb),
                              ms(percentile(e_bb, 90)), f"{len(e_ours)}/{len(e_bb)}",
                              "info" if informational else ("**PASS**" if ok else "**MISS**"),
-                             ms(median(e_proto)) if e_proto else "-"])
+                             ms(median(cpu)) if cpu else "-"])
                 summary[f"{kind}.{label}.{rtt:g}"] = {
                     "ours_median": m_ours, "blackbox_median": m_bb, "ours_p90": percentile(e_ours, 90),
                     "blackbox_p90": percentile(e_bb, 90), "n_ours": len(e_ours), "n_blackbox": len(e_bb),
-                    "socket_stamps_median": median(e_proto) if e_proto else None}
+                    "tls_client_cpu_median": median(cpu) if cpu else None}
                 if not informational:
                     compared.setdefault(f"{kind} {label}", []).append((rtt, ok, m_ours, m_bb))
             if any(data["failures"].values()):
@@ -303,7 +241,7 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
         f"{len(rtts)} simulated regions x {n} probes per kind, our probes and blackbox_exporter {bb_version} "
         "alternating on the same paths (worker processes in the client namespace: one per region for tcp, two "
         "per region for https, one kind at a time; each alternates the contenders, swapping who goes first "
-        "every round, and all of a kind start together and spread their rounds over the same window: "
+        "every round, and all of a kind start together and spread their rounds, staggered, over the same window: "
         f"{WINDOW['tcp']:g} s for tcp, {WINDOW['https']:g} s for https). "
         "Error = measured - truth (ms); truth = 1 RTT for connect, TLS 1.3 handshake and time to first byte, "
         "3 RTT for a whole HTTPS probe. Blackbox's tcp_connect has no connect phase: its "
@@ -312,11 +250,12 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
         lateness + (f" Failed probes: {failures}." if failures else " No probe failed."),
         "",
         md_table(["probe", "RTT ms", "phase", "ours median", "ours p90", "blackbox median", "blackbox p90",
-                  "n ours/bb", "ours ≤ blackbox", "narrowest stamps median (prototype)"], rows),
+                  "n ours/bb", "ours ≤ blackbox", "our handshake CPU median"], rows),
         "",
-        "The last column is a prototype, not the shipped probe: the same https probe with each phase stamped "
-        "around the narrowest call (`sock.connect()` alone, `do_handshake()` alone, first request byte written -> "
-        "first response byte read; `accuracy.socket_stamped_https`), run in the same rounds.",
+        "Our https phases are stamped at the socket calls: `connect` around the kernel connect alone, `tls` around "
+        "the `do_handshake()` loop, `ttfb` first request byte written -> first response byte read. The last "
+        "column is the client's own CPU time (thread time) in that handshake loop: OpenSSL's share of our `tls` "
+        "error (the server's handshake CPU is in both contenders' errors; docs/PROBES.md, TLS handshake cost).",
     ])
     return BenchResult(key="accuracy", title=SECTIONS["accuracy"], body=body, goals=goals, seconds=seconds,
                        raw={"summary": summary, "raw": raw})

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
+import httpcore
 import pytest
 
 from region_latency.probes import ErrorKind, ProbeResult, Target, get_probe
+from region_latency.probes import https as https_probe
+from region_latency.probes.base import Deadline
 from tests.support.servers import Reply, ServerGroup, free_port
 
 probe = get_probe("https")
@@ -158,3 +165,129 @@ def test_connection_closed_without_answer(local_servers: ServerGroup) -> None:
 def test_bad_options_raise_clear_errors(url: str, options: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         probe(target(url, **options), 1.0)
+
+
+# -- the probe's own network backend: what `connect` and `tls` stamp, and the deadline on both ---------------------
+
+
+@pytest.fixture
+def full_backlog() -> Iterator[int]:
+    """A port whose accept queue is full: further SYNs are dropped, so a connect there never completes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=2.0)
+    try:
+        yield port
+    finally:
+        filler.close()
+        server.close()
+
+
+def test_connect_that_never_completes_times_out_on_time(full_backlog: int) -> None:
+    result, elapsed = timed(target(f"https://127.0.0.1:{full_backlog}"), 0.3)
+    assert result.error is ErrorKind.TIMEOUT, result
+    assert "TCP connect" in result.detail
+    assert "connect" not in result.phases
+    assert elapsed < 0.3 + SLACK
+
+
+def test_backend_sets_nodelay_and_options_before_connecting(
+    local_servers: ServerGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener = local_servers.tcp()
+    seen: dict[str, int] = {}
+
+    class Recording(socket.socket):
+        def connect(self, address: Any) -> None:
+            seen["nodelay"] = self.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            seen["keepalive"] = self.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            super().connect(address)
+
+    monkeypatch.setattr(https_probe.socket, "socket", Recording)
+    backend = https_probe.DeadlineBackend(Deadline(2.0))
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    stream = backend.connect_tcp("127.0.0.1", listener.port, 2.0, local_address="127.0.0.1", socket_options=options)
+    try:
+        assert seen["nodelay"] and seen["keepalive"]
+        assert stream.get_extra_info("client_addr")[0] == "127.0.0.1"
+        assert stream.get_extra_info("server_addr")[1] == listener.port
+        assert backend.stamps.phases()["connect"] > 0
+    finally:
+        stream.close()
+
+
+def test_backend_never_resolves_names_inside_connect() -> None:
+    backend = https_probe.DeadlineBackend(Deadline(2.0))
+    with pytest.raises(httpcore.ConnectError, match="not an IP address"):
+        backend.connect_tcp("localhost", 443, 2.0)
+    assert backend.stamps.connect is None
+
+
+def test_backend_connects_over_ipv6() -> None:
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with server:
+        backend = https_probe.DeadlineBackend(Deadline(2.0))
+        stream = backend.connect_tcp("::1", server.getsockname()[1], 2.0)
+        try:
+            assert stream.get_extra_info("socket").family == socket.AF_INET6
+            assert "connect" in backend.stamps.phases()
+        finally:
+            stream.close()
+
+
+def test_ipv6_literal_url_is_refused_by_kind() -> None:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    result = probe(target(f"https://[::1]:{free_port()}", ip_version=6), 2.0)
+    assert result.error is ErrorKind.REFUSED, result
+
+
+def test_handshake_trickled_by_the_server_is_cut_at_the_deadline() -> None:
+    """A server that keeps a TLS record coming one byte at a time: every wait is short, the sum is not."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KiB ...
+            while not stop.wait(0.05):  # ... of which one byte arrives every 50 ms
+                try:
+                    conn.sendall(b"\x00")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        result, elapsed = timed(target(f"https://127.0.0.1:{server.getsockname()[1]}"), 0.4)
+    finally:
+        stop.set()
+        server.close()
+    assert result.error is ErrorKind.TIMEOUT, result
+    assert "TLS handshake" in result.detail
+    assert "connect" in result.phases and "tls" not in result.phases
+    assert elapsed < 0.4 + SLACK
+
+
+def test_tls_stamp_is_the_handshake_and_the_stream_reports_tls(local_servers: ServerGroup) -> None:
+    server = local_servers.https()
+    backend = https_probe.DeadlineBackend(Deadline(5.0))
+    stream = backend.connect_tcp("127.0.0.1", server.port, 5.0)
+    context = https_probe.tls_context({"ca_file": local_servers.ca.ca_file})
+    assert context is not None
+    tls = stream.start_tls(context, "127.0.0.1", 5.0)
+    try:
+        assert tls.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+        assert isinstance(tls.get_extra_info("is_readable"), bool)  # TLS 1.3 tickets may already be there
+        start, end = backend.stamps.tls or (0.0, 0.0)
+        assert 0 < end - start < 5.0
+    finally:
+        tls.close()

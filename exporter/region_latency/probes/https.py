@@ -12,7 +12,9 @@ pays on every call. `connect` and `tls` are paid once per connection and are exp
 The request goes through httpcore (the engine under httpx), on a network
 backend that clamps every socket operation to what is left of the probe's deadline: httpx's own
 timeouts are per operation, so a server that trickles bytes or accepts and never answers could
-otherwise hold a probe for several timeouts. TCP_NODELAY is set by httpcore's sync backend.
+otherwise hold a probe for several timeouts. The backend makes its own sockets (TCP_NODELAY set before
+connecting) and runs its own TLS handshake loop, so `connect` and `tls` cover the kernel connect and
+`do_handshake()` alone.
 
 Options (Target.options):
   path         request path and query (default: the URL's path, else "/")
@@ -29,7 +31,10 @@ Any HTTP status counts as reachable; the status is recorded in ProbeResult.statu
 from __future__ import annotations
 
 import functools
+import math
 import re
+import select
+import socket
 import ssl
 import time
 from collections.abc import Mapping
@@ -323,11 +328,16 @@ class SocketStamps:
 
 
 class DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's sync backend with every socket operation's timeout cut to the deadline's remainder."""
+    """A sync network backend whose every socket operation gets only what is left of the probe's deadline.
+
+    It makes its own sockets (rather than httpcore's SyncBackend, whose `socket.create_connection` also runs
+    getaddrinfo and the socket set-up inside the connect) so that the `connect` stamp covers the kernel's
+    connect alone, SYN -> SYN-ACK, and its own TLS handshake loop so that the `tls` stamp covers
+    `do_handshake()` alone and every wait in it is bounded by the deadline.
+    """
 
     def __init__(self, deadline: Deadline, stamps: SocketStamps | None = None) -> None:
         self._deadline = deadline
-        self._inner = httpcore.SyncBackend()
         self.stamps = stamps or SocketStamps()
 
     def connect_tcp(
@@ -338,50 +348,148 @@ class DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
+        """Connect to `host` (an IP address: the probe resolves names itself, as its own `dns` phase).
+
+        Socket, TCP_NODELAY, options and source address are set up first; the stamp covers only the
+        connect, which CPython runs non-blocking (connect, then poll for at most `budget`, then SO_ERROR).
+        """
         budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
-        started = time.perf_counter()
-        stream = self._inner.connect_tcp(host, port, budget, local_address, socket_options or [])
-        self.stamps.connect = (started, time.perf_counter())
-        return DeadlineStream(stream, self._deadline, self.stamps)
+        try:  # numeric only: a name here would be a DNS lookup hidden in `connect` and outside the deadline
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"not an IP address: {host!r} ({describe(exc)})") from exc
+        family, kind, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # before the first byte: no Nagle delay
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            if local_address is not None:
+                sock.bind((local_address, 0))
+            sock.settimeout(budget)
+            started = time.perf_counter()
+            sock.connect(sockaddr)
+            ended = time.perf_counter()
+        except TimeoutError as exc:
+            sock.close()
+            raise httpcore.ConnectTimeout(f"connect did not finish within {budget:.3g}s") from exc
+        except OSError as exc:
+            sock.close()
+            raise httpcore.ConnectError(describe(exc)) from exc
+        self.stamps.connect = (started, ended)
+        return DeadlineStream(sock, self._deadline, self.stamps)
 
     def sleep(self, seconds: float) -> None:
-        self._inner.sleep(min(seconds, self._deadline.remaining()))
+        time.sleep(min(seconds, self._deadline.remaining()))
 
 
 class DeadlineStream(httpcore.NetworkStream):
-    """A network stream whose reads, writes and TLS handshake never outlive the deadline."""
+    """A socket (plain, then TLS) whose reads, writes and TLS handshake never outlive the deadline."""
 
-    def __init__(self, inner: httpcore.NetworkStream, deadline: Deadline, stamps: SocketStamps) -> None:
-        self._inner = inner
+    def __init__(self, sock: socket.socket, deadline: Deadline, stamps: SocketStamps) -> None:
+        self._sock = sock
         self._deadline = deadline
         self._stamps = stamps
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        data = self._inner.read(max_bytes, _budget(self._deadline, timeout, httpcore.ReadTimeout))
+        budget = _budget(self._deadline, timeout, httpcore.ReadTimeout)
+        try:
+            self._sock.settimeout(budget)
+            data = self._sock.recv(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(describe(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ReadError(describe(exc)) from exc
         if data and self._stamps.first_read is None and self._stamps.first_write is not None:
             self._stamps.first_read = time.perf_counter()
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        budget = _budget(self._deadline, timeout, httpcore.WriteTimeout)
+        if not buffer:
+            return
         if self._stamps.first_write is None:
             self._stamps.first_write = time.perf_counter()
-        self._inner.write(buffer, budget)
+        view = memoryview(buffer)
+        try:
+            while view:
+                self._sock.settimeout(_budget(self._deadline, timeout, httpcore.WriteTimeout))
+                view = view[self._sock.send(view):]
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(describe(exc)) from exc
+        except OSError as exc:
+            raise httpcore.WriteError(describe(exc)) from exc
 
     def close(self) -> None:
-        self._inner.close()
+        self._sock.close()
 
     def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.NetworkStream:
+        """Wrap the socket, then drive `do_handshake()` non-blocking, each wait bounded by the deadline.
+
+        The `tls` stamp covers the handshake calls and the waits between them (ClientHello sent -> client
+        Finished written), not the SSLSocket's construction: Go's TLSHandshakeStart/Done hooks bound the same.
+        """
         budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
-        started = time.perf_counter()
-        stream = self._inner.start_tls(ssl_context, server_hostname, budget)
-        self._stamps.tls = (started, time.perf_counter())
-        return DeadlineStream(stream, self._deadline, self._stamps)
+        if isinstance(self._sock, ssl.SSLSocket):  # TLS in TLS (HTTPS proxies): never asked by this probe
+            raise httpcore.ConnectError("TLS over TLS is not supported")
+        until = time.perf_counter() + budget
+        try:
+            tls = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+        except (OSError, ValueError) as exc:
+            self._sock.close()
+            raise httpcore.ConnectError(describe(exc)) from exc
+        try:
+            self._stamps.tls = _handshake(tls, until)
+        except BaseException:
+            tls.close()
+            raise
+        return DeadlineStream(tls, self._deadline, self._stamps)
 
     def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+        if info == "ssl_object":  # httpcore asks it for the ALPN protocol; SSLSocket answers like SSLObject
+            return self._sock if isinstance(self._sock, ssl.SSLSocket) else None
+        if info == "socket":
+            return self._sock
+        if info == "client_addr":
+            return self._sock.getsockname()
+        if info == "server_addr":
+            return self._sock.getpeername()
+        if info == "is_readable":
+            poller = select.poll()
+            poller.register(self._sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return None
+
+
+def _handshake(tls: ssl.SSLSocket, until: float) -> tuple[float, float]:
+    """Run the TLS handshake on a non-blocking socket until done or `until` (perf_counter); its (start, end).
+
+    One loop turn per flight the client waits for (TLS 1.3 with a whole server flight: one wait). An
+    SSLError (certificate, alert) or OSError becomes ConnectError, running out of time ConnectTimeout.
+    """
+    tls.setblocking(False)
+    poller = select.poll()
+    poller.register(tls, select.POLLIN)
+    started = time.perf_counter()
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                events = select.POLLIN
+            except ssl.SSLWantWriteError:
+                events = select.POLLOUT
+            left = until - time.perf_counter()
+            if left <= 0:
+                raise httpcore.ConnectTimeout("TLS handshake did not finish before the deadline")
+            poller.modify(tls, events)
+            if not poller.poll(math.ceil(left * 1000)):
+                raise httpcore.ConnectTimeout("TLS handshake did not finish before the deadline")
+    except OSError as exc:  # ssl.SSLError is an OSError
+        raise httpcore.ConnectError(describe(exc)) from exc
+    return started, time.perf_counter()
 
 
 def _budget(deadline: Deadline, timeout: float | None, expired: type[Exception]) -> float:
