@@ -25,13 +25,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ConfigSource:
-    """Where the configuration comes from, kept so that a reload reads it the same way."""
+    """Where the configuration comes from, kept so that a reload reads it the same way.
+
+    `isolated` (the default) works out regions and endpoint URLs in a short-lived child process (see
+    region_latency.resolve), so that this long-running process never imports botocore for them.
+    """
 
     path: str | Path | None
     env: Mapping[str, str] | None
     overrides: Mapping[str, object] | None
+    isolated: bool = True
 
     def load(self) -> Config:
+        if self.isolated:
+            from region_latency.resolve import load_config_isolated
+
+            return load_config_isolated(self.path, env=self.env, overrides=self.overrides)
         return load_config(self.path, env=self.env, overrides=self.overrides)
 
 
@@ -121,10 +130,10 @@ class Exporter:
 
     def _check_reloadable(self, config: Config) -> None:
         if config.listen != self.config.listen:
-            raise ConfigError(f"listen: changing the listen address ({self.config.listen} -> {config.listen}) "
-                              "needs a restart")
+            raise ConfigError("", "listen", f"changing the listen address ({self.config.listen} -> "
+                                            f"{config.listen}) needs a restart")
         if config.cache != self.config.cache:
-            raise ConfigError("cache: changing the cache needs a restart")
+            raise ConfigError("", "cache", "changing the cache needs a restart")
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -16,13 +16,17 @@ import statistics
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from pydantic import ValidationError
 
 from region_latency import __version__
-from region_latency.config import Config, ConfigError, TargetConfig, load_config
+
+if TYPE_CHECKING:
+    from region_latency.config import Config, TargetConfig
+
+# The config code (pydantic, yaml) is imported where it is used: `serve` first starts the child process that works
+# out regions and URLs, and then imports it while that child runs.
 
 log = logging.getLogger("region_latency")
 
@@ -35,6 +39,8 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _load(config_path: str | None, overrides: dict[str, object]) -> Config:
+    from region_latency.config import ConfigError, load_config
+
     try:
         return load_config(config_path, overrides={k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
@@ -93,12 +99,22 @@ def serve(config_path: str | None, listen: str | None, cache_type: str | None, c
     """
     overrides = {"listen": listen, "cache": cache_type, "cache_path": cache_path, "redis_url": redis_url,
                  "concurrency": concurrency, "log_level": log_level}
-    config = _load(config_path, overrides)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    from region_latency.resolve import PendingConfig
+
+    # Regions and endpoint URLs are worked out in a child process (this one never imports botocore for them),
+    # which does its imports while this one does its own.
+    pending = PendingConfig(config_path, overrides=given)
+    from region_latency.app import ConfigSource, Exporter
+    from region_latency.config import ConfigError
+
+    try:
+        config = pending.result()
+    except ConfigError as exc:
+        _fail(str(exc))
+    source = ConfigSource(config_path, None, given)
     _setup_logging(config.log_level)
     _limit_malloc_arenas()
-    from region_latency.app import ConfigSource, Exporter
-
-    source = ConfigSource(config_path, None, {k: v for k, v in overrides.items() if v is not None})
     try:
         exporter = Exporter(source, config)
     except OSError as exc:
@@ -143,6 +159,10 @@ def demo(listen: str, regions: Sequence[str], interval: str, proxy: bool) -> Non
     otherwise an application-level delay proxy stands in. Stop with Ctrl-C.
     """
     _setup_logging("info")
+    from pydantic import ValidationError
+
+    from region_latency.config import ConfigError
+
     try:
         from region_latency.demo import default_regions, demo_config
         from region_latency.netsim import RegionSimulator, netns
@@ -204,6 +224,10 @@ def probe(config_path: str | None, service: str | None, probe_kind: str, regions
 def _probe_targets_from_flags(config_path: str | None, service: str | None, probe_kind: str,
                               regions: Sequence[str], endpoints: Sequence[str], partition: str,
                               timeout: float) -> list[TargetConfig]:
+    from pydantic import ValidationError
+
+    from region_latency.config import ConfigError, TargetConfig
+
     explicit: dict[str, str] = {}
     for item in endpoints:
         region, sep, url = item.partition("=")

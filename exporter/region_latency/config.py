@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -192,8 +193,28 @@ class CacheConfig(_Model):
         return value
 
 
+def _resolution(info: ValidationInfo, name: object) -> Mapping[str, Any] | None:
+    """The target's regions and URLs worked out beforehand (`load_config(resolved=...)`), or None: resolve here."""
+    resolved = (info.context or {}).get("resolved")
+    if not isinstance(resolved, Mapping) or not isinstance(name, str):
+        return None
+    entry = resolved.get(name)
+    if (not isinstance(entry, Mapping) or not isinstance(entry.get("regions"), list | tuple)
+            or not isinstance(entry.get("urls"), Mapping)
+            or any(not isinstance(entry["urls"].get(r), str) for r in entry["regions"])):
+        return None
+    return entry
+
+
 class TargetConfig(_Model):
-    """One service probed one way in every region of a list; one tracker each."""
+    """One service probed one way in every region of a list; one tracker each.
+
+    Validation resolves the regions and URLs with botocore (region_latency.regions), unless the validation context
+    carries them already: `{"resolved": {target name: {"regions": [...], "urls": {region: url}}}}`, as worked out
+    by an earlier validation of the same input (region_latency.resolve does that in a child process, so that the
+    serving process never imports botocore). Then the botocore checks (service, partition, region names) are
+    skipped: that earlier validation made them.
+    """
 
     name: str
     service: str
@@ -229,8 +250,9 @@ class TargetConfig(_Model):
 
     @field_validator("service")
     @classmethod
-    def _service(cls, value: str) -> str:
-        _regions.check_service(value)
+    def _service(cls, value: str, info: ValidationInfo) -> str:
+        if _resolution(info, info.data.get("name")) is None:
+            _regions.check_service(value)
         return value
 
     @field_validator("probe")
@@ -242,8 +264,9 @@ class TargetConfig(_Model):
 
     @field_validator("partition")
     @classmethod
-    def _partition(cls, value: str) -> str:
-        _regions.check_partition(value)
+    def _partition(cls, value: str, info: ValidationInfo) -> str:
+        if _resolution(info, info.data.get("name")) is None:
+            _regions.check_partition(value)
         return value
 
     @field_validator("regions", mode="before")
@@ -286,13 +309,18 @@ class TargetConfig(_Model):
         return seconds
 
     @model_validator(mode="after")
-    def _resolve(self) -> TargetConfig:
+    def _resolve(self, info: ValidationInfo) -> TargetConfig:
         if self.timeout >= self.interval:
             raise _FieldError(("timeout",), f"timeout ({format_duration(self.timeout)}) must be shorter than "
                                             f"interval ({format_duration(self.interval)})")
-        names = self._effective_regions()
-        self._region_names = names
-        self._urls = {region: self._url_for(region) for region in names}
+        given = _resolution(info, self.name)
+        if given is not None:
+            self._region_names = tuple(given["regions"])
+            self._urls = {region: given["urls"][region] for region in self._region_names}
+        else:
+            names = self._effective_regions()
+            self._region_names = names
+            self._urls = {region: self._url_for(region) for region in names}
         for target in self.probe_targets():
             try:
                 check_target(self.probe, target)
@@ -489,18 +517,38 @@ class Config(_Model):
 # --- loading ------------------------------------------------------------------------------------------------------
 
 
+def read_config(path: str | os.PathLike[str] | None = None, *,
+                env: Mapping[str, str] | None = None) -> tuple[str | os.PathLike[str] | None, str | None]:
+    """(path, text) of the configuration file: `path`, else `$REGION_LATENCY_CONFIG`, else (None, None).
+
+    ConfigError (one line) when the file cannot be read. `load_config(path, text=text)` then parses exactly this
+    text, so two loads of one text (see region_latency.resolve) cannot see two versions of the file.
+    """
+    env = os.environ if env is None else env
+    if path is None and env.get(CONFIG_ENV):
+        path = env[CONFIG_ENV]
+    return path, (_read_text(Path(path)) if path is not None else None)
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, object] | None = None) -> Config:
+                overrides: Mapping[str, object] | None = None, text: str | None = None,
+                resolved: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
     """Read the YAML file (or `$REGION_LATENCY_CONFIG`, or nothing: defaults), then apply env and CLI overrides.
 
     `env` defaults to os.environ; `overrides` (CLI flags) use the keys of OVERRIDES, None values are ignored.
+    `text`, when given, is the file's content as `read_config` returned it (the file is not read again; `path`
+    only names it in messages). `resolved` maps target names to their regions and URLs worked out by an earlier
+    load of the same input (see `TargetConfig`); targets it names need no botocore.
     Raises ConfigError with a one-line message.
     """
     env = os.environ if env is None else env
     if path is None and env.get(CONFIG_ENV):
         path = env[CONFIG_ENV]
     source = str(path) if path is not None else "default config"
-    raw = _read_yaml(Path(path)) if path is not None else {}
+    if path is None:
+        raw: dict[str, Any] = {}
+    else:
+        raw = _parse_yaml(_read_text(Path(path)) if text is None else text, Path(path))
     sources: dict[tuple[str, ...], str] = {}
     for key, field_path in OVERRIDES.items():
         env_name = ENV_PREFIX + key.upper()
@@ -513,8 +561,11 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
         if value is not None:
             raw = _set_path(raw, OVERRIDES[key], value)
             sources[OVERRIDES[key]] = "--" + key.replace("_", "-")
+    if "targets" not in raw:
+        # the default target, spelled out so that it is validated with the context (a default_factory is not)
+        raw = {**raw, "targets": [{"service": DEFAULT_SERVICE}]}
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(raw, context={"resolved": resolved} if resolved is not None else None)
     except ValidationError as exc:
         raise _config_error(exc, source, sources) from None
 
@@ -532,13 +583,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_text(path: Path) -> str:
     try:
-        text = path.expanduser().read_text(encoding="utf-8")
+        return path.expanduser().read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), "", f"not UTF-8 text: {exc.reason}") from None
+
+
+def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.MarkedYAMLError as exc:
@@ -627,4 +681,5 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_listen",
+    "read_config",
 ]
