@@ -14,12 +14,14 @@ its first sweep) to the last one; CPU from process start is reported too.
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from bench import blackbox
@@ -53,8 +55,9 @@ REGIONS = 35
 INTERVAL = 15.0
 DURATION = 180.0
 EXPORTER_PORT = 9730
-# A second exporter beside the first, identical but for glibc's malloc arenas capped at 2 (default: 8 per core,
-# one per thread that allocates): it shows, in the same run, how much of the RSS is per-thread arenas.
+# A second exporter beside the first with glibc's malloc arenas capped at 2 by the environment (default: 8 per core,
+# one per thread that allocates). `serve` sets the same cap itself (mallopt) when the variable is not set, so the
+# pair shows how far two alike exporters differ in one run.
 VARIANT = "exporter, MALLOC_ARENA_MAX=2"
 VARIANT_ENV = {"MALLOC_ARENA_MAX": "2"}
 RSS_GOAL = 60 * 2**20
@@ -88,8 +91,15 @@ class Meter:
         self._thread.join()
 
 
+def cpu_with_children(pid: int) -> float:
+    """`cpu_seconds(pid)` plus the CPU of its children it has waited for: the exporter's config loads (start-up
+    and reloads) run in a short-lived child process (region_latency.resolve), and that CPU is the exporter's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return cpu_seconds(pid) + (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
 def snapshot(pids: dict[str, int]) -> dict[str, dict[str, float]]:
-    return {name: {"cpu": cpu_seconds(pid), "rss": rss_bytes(pid), "at": time.monotonic(),
+    return {name: {"cpu": cpu_with_children(pid), "rss": rss_bytes(pid), "at": time.monotonic(),
                    "threads": thread_count(pid)} for name, pid in pids.items()}
 
 
@@ -189,14 +199,15 @@ IMPORT_STEPS: list[tuple[str, str]] = [
     ("+ pydantic, yaml, click", "import pydantic, yaml, click"),
     ("+ httpcore, certifi CA bundle loaded",
      "import httpcore, certifi; ssl.create_default_context(cafile=certifi.where())"),
-    ("+ botocore imported", "import botocore.session"),
-    ("+ all exporter modules (region_latency.app, probes)",
-     "import region_latency.app, region_latency.probes.tcp, region_latency.probes.https"),
-    ("+ botocore endpoint data loaded (regions, ruleset)",
+    ("+ all exporter modules (region_latency.app, config, probes)",
+     "import region_latency.app, region_latency.cli, region_latency.resolve, region_latency.probes.tcp, "
+     "region_latency.probes.https"),
+    ("+ Exporter(config) built, nothing started (regions resolved in a child process, as `serve` does)",
+     "from region_latency.app import ConfigSource, Exporter; Exporter(ConfigSource(CONFIG, None, None))"),
+    ("for comparison, not in `serve`: + botocore imported, endpoint data loaded (resolving in-process, as "
+     "`check-config`, `regions` and `probe` do; a target with the `api` probe imports botocore too)",
      "from region_latency.regions import partition_regions, endpoint_url; partition_regions('aws'); "
      "endpoint_url('bedrock-runtime', 'us-east-1')"),
-    ("+ Exporter(config) built, nothing started",
-     "from region_latency.app import ConfigSource, Exporter; Exporter(ConfigSource(CONFIG, None, None))"),
 ]
 _PRINT_RSS = "\nimport re\nprint(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
 
@@ -315,12 +326,14 @@ def report(driven: dict[str, Any], idle: dict[str, int], at_start: dict[str, dic
         "processes at once in the client namespace. Blackbox is asked for its 70 targets at fixed offsets spread "
         f"over each interval (like Prometheus); the exporter runs its own schedule (default concurrency "
         f"{default_concurrency()}) and is scraped once per interval. A second, identical exporter runs beside it "
-        "with glibc's malloc arenas capped (`MALLOC_ARENA_MAX=2`), to show in the same run what the per-thread "
-        "arenas cost (goals are judged on the first, as shipped). "
+        "with `MALLOC_ARENA_MAX=2` in its environment; `serve` caps glibc's malloc arenas at 2 itself (mallopt) "
+        "unless that variable is set, so the two run alike and their difference is the run-to-run spread (goals "
+        "are judged on the first, as shipped). "
         f"Steady-state window: {window:.0f} s, from the exporters' first scrape (after their first sweep) to "
         f"the last. {failures} RSS \"idle\" is blackbox before its first probe, and "
         "an exporter when it first answers /-/healthy (its probes start within a second of that). CPU at start "
-        "is what the process used until then (imports, configuration)." + growth,
+        "is what the process used until then (imports, configuration), including the short-lived child process "
+        "that works out its regions and endpoint URLs (CPU columns count waited-for children)." + growth,
         "",
         md_table(["process", "RSS idle MB", "RSS end MB", "RSS peak MB", "CPU s at start", "probes total",
                   "probes in window", "CPU s in window", "CPU ms / probe", "CPU ms / probe incl. start",
