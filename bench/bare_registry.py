@@ -3,9 +3,8 @@
 `python -m bench.bare_registry EXPOSITION_FILE PORT` reads a text exposition the exporter served, recreates every
 `region_latency_*` series with prometheus_client's own Gauge/Counter/Histogram/Info (the way a hand-written
 exporter would hold them), adds the same process/platform/GC collectors the exporter registers, and serves it with
-`start_http_server` (the same threading wsgiref server and WSGI app the exporter's /metrics uses). So the two
-differ only in how the series are produced: our collector builds them from a snapshot at every scrape, this
-registry keeps them as objects.
+`start_http_server`, prometheus_client's own server (a wsgiref server with a thread per connection, rendering on
+every scrape): what an exporter written the usual way with prometheus_client serves.
 """
 
 from __future__ import annotations

@@ -5,13 +5,15 @@ from __future__ import annotations
 import gzip
 import threading
 from collections.abc import Iterator
-from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from region_latency.export.web import ExporterApp, MetricsCache, WebHooks, _ThreadingWSGIServer
+from region_latency.export.prometheus import ExporterRegistry, RegionLatencyCollector
+from region_latency.export.server import Request, Response
+from region_latency.export.text import render_targets
+from region_latency.export.web import ExporterApp, MetricsCache, WebHooks
 from region_latency.probes.base import ProbeResult
 from region_latency.ranking import PlainRanking
 from region_latency.state import TargetInfo, TargetState
@@ -23,7 +25,7 @@ PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/ope
 
 
 class Counting(Collector):
-    """A collector that counts how often it is collected."""
+    """A runtime collector that counts how often it is collected."""
 
     def __init__(self) -> None:
         self.collects = 0
@@ -35,89 +37,120 @@ class Counting(Collector):
         yield family
 
 
-def cache(generation: list[int], clock: list[float]) -> tuple[MetricsCache, Counting]:
-    registry = CollectorRegistry(auto_describe=False)
+def make_state() -> TargetState:
+    return TargetState(TargetInfo("t", "bedrock", "tcp"), ["us-east-1"], RegionLatencyTracker(), PlainRanking(),
+                       clock=lambda: 1000.0)
+
+
+def exporter_registry(state: TargetState) -> tuple[ExporterRegistry, Counting]:
     counting = Counting()
-    registry.register(counting)
-    return MetricsCache(registry, lambda: generation[0], max_age=1.0, clock=lambda: clock[0]), counting
+    runtime = CollectorRegistry(auto_describe=True)
+    runtime.register(counting)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(RegionLatencyCollector(lambda: [state.snapshot()]))
+    registry.register(runtime)
+    counting.collects = 0  # registering collected it, to learn its names
+    return ExporterRegistry(registry, runtime, lambda: [state.snapshot()]), counting
+
+
+def cache(generation: list[int], clock: list[float]) -> tuple[MetricsCache, Counting, TargetState]:
+    state = make_state()
+    metrics, counting = exporter_registry(state)
+    return MetricsCache(metrics, lambda: generation[0], max_age=1.0, clock=lambda: clock[0]), counting, state
 
 
 def test_one_render_per_generation_and_format() -> None:
     generation, clock = [1], [100.0]
-    metrics, counting = cache(generation, clock)
+    metrics, counting, state = cache(generation, clock)
     first = metrics.get(None, None)
     assert metrics.get(None, None) == first
-    assert counting.collects == 1
-    assert first[0] == [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]
-    assert b"demo_value{n=\"1\"} 1.0" in first[1]
+    assert metrics.cached(None, None) == first
+    assert counting.collects == 1 and metrics.renders == 1
+    assert first.headers[0] == ("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+    assert b'demo_value{n="1"} 1.0' in first.body
+    assert b'region_latency_samples{probe="tcp",region="us-east-1",service="bedrock",target="t"} 0.0' in first.body
+    runtime_text = generate_latest(counting).decode().replace("} 2.0", "} 1.0")  # that collect was the 2nd
+    assert first.body.decode() == render_targets([state.snapshot()]) + runtime_text
+    counting.collects = 1
 
-    headers, body = metrics.get(OPENMETRICS, "gzip")  # another variant: its own render
-    assert ("Content-Encoding", "gzip") in headers
-    assert gzip.decompress(body).endswith(b"# EOF\n")
+    gzipped = metrics.get(None, "gzip")  # another variant: the same text, compressed
+    assert ("Content-Encoding", "gzip") in gzipped.headers
+    assert gzip.decompress(gzipped.body) == first.body
+    assert counting.collects == 1 and metrics.renders == 1
+
+    openmetrics = metrics.get(OPENMETRICS, "gzip")  # OpenMetrics only: prometheus_client renders it
+    assert gzip.decompress(openmetrics.body).endswith(b"# EOF\n")
     assert counting.collects == 2
 
+    state.record("us-east-1", ProbeResult(0.05, {"connect": 0.05}))
     generation[0] = 2  # a probe result or a re-ranking
-    assert b"demo_value{n=\"1\"} 3.0" in metrics.get(None, None)[1]
-    assert metrics.renders == counting.collects == 3
+    assert metrics.cached(None, None) is None
+    body = metrics.get(None, None).body
+    assert b'region_latency_samples{probe="tcp",region="us-east-1",service="bedrock",target="t"} 1.0' in body
+    assert metrics.renders == 3  # text twice (two generations), OpenMetrics once
+    assert counting.collects == 2  # the runtime part was still fresh
 
 
-def test_max_age_bounds_staleness() -> None:
+def test_max_age_bounds_staleness_of_the_runtime_part_only() -> None:
     generation, clock = [1], [100.0]
-    metrics, counting = cache(generation, clock)
+    metrics, counting, _ = cache(generation, clock)
     metrics.get(None, None)
     clock[0] += 0.9
+    assert metrics.cached(None, None) is not None
     metrics.get(None, None)
     assert counting.collects == 1
     clock[0] += 0.2
-    metrics.get(None, None)
+    assert metrics.cached(None, None) is None
+    assert b'demo_value{n="1"} 2.0' in metrics.get(None, None).body
     assert counting.collects == 2
+    assert metrics.renders == 1  # the per-target families did not change: not rendered again
 
 
 def test_concurrent_scrapes_share_one_render() -> None:
     generation, clock = [1], [100.0]
-    metrics, counting = cache(generation, clock)
+    metrics, counting, _ = cache(generation, clock)
     bodies: list[bytes] = []
-    threads = [threading.Thread(target=lambda: bodies.append(metrics.get(OPENMETRICS, "gzip")[1]))
+    threads = [threading.Thread(target=lambda: bodies.append(metrics.get(PROMETHEUS_ACCEPT, "gzip").body))
                for _ in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert counting.collects == 1 and len(set(bodies)) == 1
+    assert counting.collects == 1 and metrics.renders == 1 and len(set(bodies)) == 1
 
 
-def call(app: ExporterApp, method: str = "GET", query: str = "", **headers: str) -> tuple[str, bytes]:
-    got: dict[str, Any] = {}
+def request(method: str = "GET", path: str = "/metrics", query: str = "", **headers: str) -> Request:
+    return Request(method, path, query, {k.replace("_", "-").lower(): v for k, v in headers.items()})
 
-    def start_response(status: str, _headers: list[tuple[str, str]]) -> None:
-        got["status"] = status
 
-    environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": method, "QUERY_STRING": query, **headers}
-    body = b"".join(app(environ, start_response))
-    return got["status"], body
+def answer(app: ExporterApp, req: Request) -> Response:
+    """What the server does: the loop's answer if there is one, else the worker's."""
+    return app.respond_now(req) or app.respond(req)
 
 
 def test_exporter_app_serves_metrics_from_the_cache_until_a_result_arrives() -> None:
-    state = TargetState(TargetInfo("t", "bedrock", "tcp"), ["us-east-1"], RegionLatencyTracker(), PlainRanking(),
-                        clock=lambda: 1000.0)
-    registry = CollectorRegistry(auto_describe=False)
-    counting = Counting()
-    registry.register(counting)
-    app = ExporterApp(registry, WebHooks(snapshots=lambda: [state.snapshot()], ready=lambda: True,
-                                         reload=lambda: None), metrics_max_age=60.0)
-    assert call(app)[0] == "200 OK"
-    assert call(app, HTTP_ACCEPT=OPENMETRICS)[1].endswith(b"# EOF\n")
-    assert call(app)[0] == "200 OK"
-    assert counting.collects == 2  # text and OpenMetrics, once each
-    assert not call(app, HTTP_ACCEPT=PROMETHEUS_ACCEPT)[1].endswith(b"# EOF\n")  # text, when accepted
-    assert counting.collects == 2  # ... and it is the cached text rendering
+    state = make_state()
+    metrics, counting = exporter_registry(state)
+    app = ExporterApp(metrics, WebHooks(snapshots=lambda: [state.snapshot()], ready=lambda: True,
+                                        reload=lambda: None), metrics_max_age=60.0)
+    assert app.respond_now(request()) is None  # nothing rendered yet: a worker must
+    assert answer(app, request()).status == 200
+    assert app.respond_now(request()) is not None  # now the loop answers at once
+    assert answer(app, request(accept=OPENMETRICS)).body.endswith(b"# EOF\n")
+    assert not answer(app, request(accept=PROMETHEUS_ACCEPT)).body.endswith(b"# EOF\n")  # text, when accepted
+    assert app.metrics_cache.renders == 2  # text once, OpenMetrics once
     state.record("us-east-1", ProbeResult(0.05, {"connect": 0.05}))
-    call(app)
-    assert counting.collects == 3
-    assert call(app, query="name[]=demo_value")[0] == "200 OK"  # filtered scrapes go to prometheus_client's app
+    assert app.respond_now(request()) is None
+    answer(app, request())
     assert app.metrics_cache.renders == 3
-    assert call(app, method="POST")[0].startswith("405")
-
-
-def test_listen_backlog_takes_a_burst_of_scrapers() -> None:
-    assert _ThreadingWSGIServer.request_queue_size >= 128
+    filtered = answer(app, request(query="name[]=demo_value"))
+    assert filtered.status == 200 and filtered.body == b'# HELP demo_value A value.\n# TYPE demo_value gauge\n' \
+        + f'demo_value{{n="1"}} {counting.collects}.0\n'.encode()
+    assert answer(app, request(query="nme=x")).status == 400
+    assert answer(app, request(method="POST")).status == 405
+    assert answer(app, request(method="OPTIONS")).status == 200
+    assert answer(app, request(path="/nope")).status == 404
+    assert answer(app, request(path="/-/reload")).status == 405
+    assert answer(app, request(path="/-/healthy")).body == b"Healthy.\n"
+    assert app.respond_now(request(path="/regions")) is None  # JSON is built on a worker
+    assert answer(app, request(path="/regions", query="bad=1")).status == 400

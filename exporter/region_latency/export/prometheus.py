@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -31,11 +32,12 @@ LABELS = ("target", "service", "probe", "region")
 PHASES = ("dns", "connect", "tls", "ttfb", "total")
 
 
-def _bucket_bound(value: float) -> str:
-    return repr(float(value))
+_BUCKET_BOUNDS = (*(repr(float(b)) for b in SAMPLE_BUCKETS), "+Inf")
 
 
-_BUCKET_BOUNDS = (*(_bucket_bound(b) for b in SAMPLE_BUCKETS), "+Inf")
+def bucket_bounds() -> tuple[str, ...]:
+    """The `le` label values of region_latency_sample_seconds, +Inf last."""
+    return _BUCKET_BOUNDS
 
 
 class RegionLatencyCollector(Collector):
@@ -45,10 +47,18 @@ class RegionLatencyCollector(Collector):
         self._snapshots = snapshots
 
     def describe(self) -> Iterable[Metric]:
-        return []  # families depend on the configuration; nothing to pre-register
+        """The families, empty: their names are fixed even though their series depend on the configuration
+        (lets prometheus_client's `name[]` filter find them)."""
+        return _Families().all()
 
     def collect(self) -> Iterator[Metric]:
         yield from families(self._snapshots())
+
+
+class BuildInfoCollector(Collector):
+    """region_latency_build_info: the exporter's version and what it runs on."""
+
+    def collect(self) -> Iterator[Metric]:
         info = InfoMetricFamily(f"{NAMESPACE}_build", "Version of the exporter and of what it is built with.")
         info.add_metric([], {
             "version": __version__,
@@ -66,52 +76,55 @@ def families(snapshots: Sequence[TargetSnapshot]) -> Iterator[Metric]:
     yield from g.all()
 
 
+# (type, help) of every per-target family, by name after `region_latency_`; text.py writes the same families.
+HELP: dict[str, tuple[str, str]] = {
+    "ema_seconds": ("gauge", "Exponential moving average of the probe latency (the tracker's average)."),
+    "samples": ("gauge", "Number of samples the EMA is made of (the tracker's sample count)."),
+    "rank": ("gauge", "Position in the published ranking, 1 = fastest; no series for unranked regions."),
+    "ranking_info": ("gauge", "The published order as a label set: one series per ranked position "
+                              "(the rank and region labels change when the order does)."),
+    "region_state": ("gauge", "1 for the region's current ranking state (healthy, failing, stale, unmeasured)."),
+    "rank_margin_seconds": ("gauge", "EMA of rank 2 minus EMA of rank 1: how clearly the fastest region leads."),
+    "ranked_regions": ("gauge", "Number of regions in the published ranking."),
+    "target_regions": ("gauge", "Number of regions the target probes."),
+    "probe_success": ("gauge", "1 when the region's latest probe succeeded, else 0."),
+    "probe_duration_seconds": ("gauge", "Phase durations of the region's latest probe."),
+    "probe_http_status_code": ("gauge", "HTTP status of the region's latest probe (https and api probes)."),
+    "last_probe_timestamp_seconds": ("gauge", "When the region was last probed (Unix time)."),
+    "last_sample_timestamp_seconds": ("gauge", "When the region last produced a latency sample (Unix time)."),
+    "consecutive_failures": ("gauge", "Probes failed in a row since the last success."),
+    "probes": ("counter", "Probes run, successful or not."),
+    "probe_failures": ("counter", "Failed probes by reason (dns, refused, timeout, tls, http, credentials, ...)."),
+    "sample_seconds": ("histogram", "Raw latency samples (what feeds the EMA), for quantiles."),
+}
+_TARGET = ("target", "service", "probe")
+
+
+def _family(short: str, labels: Sequence[str]) -> Metric:
+    kind, help_text = HELP[short]
+    cls = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily, "histogram": HistogramMetricFamily}[kind]
+    return cls(f"{NAMESPACE}_{short}", help_text, labels=labels)
+
+
 class _Families:
     def __init__(self) -> None:
-        n = NAMESPACE
-        self.ema = GaugeMetricFamily(
-            f"{n}_ema_seconds", "Exponential moving average of the probe latency (the tracker's average).",
-            labels=LABELS)
-        self.samples = GaugeMetricFamily(
-            f"{n}_samples", "Number of samples the EMA is made of (the tracker's sample count).", labels=LABELS)
-        self.rank = GaugeMetricFamily(
-            f"{n}_rank", "Position in the published ranking, 1 = fastest; no series for unranked regions.",
-            labels=LABELS)
-        self.ranking_info = GaugeMetricFamily(
-            f"{n}_ranking_info", "The published order as a label set: one series per ranked position "
-            "(the rank and region labels change when the order does).",
-            labels=("target", "service", "probe", "rank", "region"))
-        self.state = GaugeMetricFamily(
-            f"{n}_region_state", "1 for the region's current ranking state (healthy, failing, stale, unmeasured).",
-            labels=(*LABELS, "state"))
-        self.margin = GaugeMetricFamily(
-            f"{n}_rank_margin_seconds", "EMA of rank 2 minus EMA of rank 1: how clearly the fastest region leads.",
-            labels=("target", "service", "probe"))
-        self.ranked = GaugeMetricFamily(
-            f"{n}_ranked_regions", "Number of regions in the published ranking.", labels=("target", "service", "probe"))
-        self.configured = GaugeMetricFamily(
-            f"{n}_target_regions", "Number of regions the target probes.", labels=("target", "service", "probe"))
-        self.success = GaugeMetricFamily(
-            f"{n}_probe_success", "1 when the region's latest probe succeeded, else 0.", labels=LABELS)
-        self.duration = GaugeMetricFamily(
-            f"{n}_probe_duration_seconds", "Phase durations of the region's latest probe.", labels=(*LABELS, "phase"))
-        self.status = GaugeMetricFamily(
-            f"{n}_probe_http_status_code", "HTTP status of the region's latest probe (https and api probes).",
-            labels=LABELS)
-        self.last_probe = GaugeMetricFamily(
-            f"{n}_last_probe_timestamp_seconds", "When the region was last probed (Unix time).", labels=LABELS)
-        self.last_sample = GaugeMetricFamily(
-            f"{n}_last_sample_timestamp_seconds", "When the region last produced a latency sample (Unix time).",
-            labels=LABELS)
-        self.consecutive = GaugeMetricFamily(
-            f"{n}_consecutive_failures", "Probes failed in a row since the last success.", labels=LABELS)
-        self.probes = CounterMetricFamily(
-            f"{n}_probes", "Probes run, successful or not.", labels=LABELS)
-        self.failures = CounterMetricFamily(
-            f"{n}_probe_failures", "Failed probes by reason (dns, refused, timeout, tls, http, credentials, ...).",
-            labels=(*LABELS, "reason"))
-        self.histogram = HistogramMetricFamily(
-            f"{n}_sample_seconds", "Raw latency samples (what feeds the EMA), for quantiles.", labels=LABELS)
+        self.ema = _family("ema_seconds", LABELS)
+        self.samples = _family("samples", LABELS)
+        self.rank = _family("rank", LABELS)
+        self.ranking_info = _family("ranking_info", (*_TARGET, "rank", "region"))
+        self.state = _family("region_state", (*LABELS, "state"))
+        self.margin = _family("rank_margin_seconds", _TARGET)
+        self.ranked = _family("ranked_regions", _TARGET)
+        self.configured = _family("target_regions", _TARGET)
+        self.success = _family("probe_success", LABELS)
+        self.duration = _family("probe_duration_seconds", (*LABELS, "phase"))
+        self.status = _family("probe_http_status_code", LABELS)
+        self.last_probe = _family("last_probe_timestamp_seconds", LABELS)
+        self.last_sample = _family("last_sample_timestamp_seconds", LABELS)
+        self.consecutive = _family("consecutive_failures", LABELS)
+        self.probes = _family("probes", LABELS)
+        self.failures = _family("probe_failures", (*LABELS, "reason"))
+        self.histogram = _family("sample_seconds", LABELS)
 
     def all(self) -> Iterator[Metric]:
         yield from (
@@ -171,11 +184,31 @@ class _Families:
             self.histogram.add_metric(labels, buckets, hist.total)
 
 
-def build_registry(snapshots: Callable[[], Sequence[TargetSnapshot]]) -> CollectorRegistry:
-    """A registry of our own (not the global default) with the exporter and process collectors."""
-    registry = CollectorRegistry(auto_describe=False)
+@dataclass(frozen=True)
+class ExporterRegistry:
+    """What /metrics shows, in two parts: the per-target families, which change only when a probe result lands
+    or the ranking moves, and the runtime ones (build info, process, platform, GC), which change all the time
+    but are few. The web side renders the first once per snapshot generation (export/text.py) and the second
+    at most once a second; `registry` holds both, for prometheus_client's own renderers (OpenMetrics, name[]
+    filters, OTLP bridges)."""
+
+    registry: CollectorRegistry
+    runtime: CollectorRegistry
+    snapshots: Callable[[], Sequence[TargetSnapshot]]
+
+    def collect(self) -> Iterable[Metric]:
+        """Everything, so that this can be handed to anything that takes a prometheus_client registry."""
+        return self.registry.collect()
+
+
+def build_registry(snapshots: Callable[[], Sequence[TargetSnapshot]]) -> ExporterRegistry:
+    """Registries of our own (not the global default): the exporter's families, then build info and process."""
+    runtime = CollectorRegistry(auto_describe=True)  # learns the process/GC family names, for name[] filters
+    runtime.register(BuildInfoCollector())
+    ProcessCollector(registry=runtime)
+    PlatformCollector(registry=runtime)
+    GCCollector(registry=runtime)
+    registry = CollectorRegistry(auto_describe=True)
     registry.register(RegionLatencyCollector(snapshots))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
+    registry.register(runtime)
+    return ExporterRegistry(registry, runtime, snapshots)

@@ -1,7 +1,7 @@
 """The HTTP side: /metrics, /regions (JSON), health and readiness, reload, and a small status page.
 
-A plain WSGI app served by a threading wsgiref server, as prometheus_client itself does; every
-handler reads snapshots only, so no request waits on a probe.
+Routes and answers only; the server itself is export/server.py. Every handler reads snapshots, so no request
+waits on a probe, and /metrics comes from bytes rendered once per change (MetricsCache).
 """
 
 from __future__ import annotations
@@ -11,26 +11,22 @@ import html
 import json
 import logging
 import math
-import socket
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import choose_encoder, generate_latest, gzip_accepted
 
 from region_latency import __version__
+from region_latency.export.prometheus import ExporterRegistry
+from region_latency.export.server import HttpServer, Request, Response
+from region_latency.export.text import render_targets
 from region_latency.state import TargetSnapshot
 
 log = logging.getLogger(__name__)
-
-StartResponse = Callable[..., Any]
-
 
 @dataclass(frozen=True)
 class WebHooks:
@@ -83,60 +79,85 @@ def regions_document(snapshots: Sequence[TargetSnapshot], *, service: str | None
 
 @dataclass(frozen=True, slots=True)
 class _Rendered:
-    generation: Hashable
+    key: Hashable  # what it was rendered from: the targets' generation, and the runtime part's age
     rendered_at: float
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
+    response: Response
 
 
 class MetricsCache:
-    """/metrics bytes rendered once per snapshot generation, shared by every scrape until the next one.
+    """/metrics answers rendered once and shared by every scrape until what they show changes.
 
-    Rendering 35 regions x 2 probe kinds is ~30 ms of GIL-holding Python (prometheus_client's label escaping
-    ~24 ms, gzip -9 ~4 ms, our collector ~4 ms; bench/BENCHMARKS.md, scrape cost). Scrapes that arrive together
-    (an HA Prometheus pair, several scrapers) would otherwise each pay it, one after another. A render happens
-    under a lock, so concurrent scrapes of a stale entry wait for one render instead of doing it N times.
-    `max_age` bounds how old the process_*/python_gc_* values of a cached answer can be: they change without a
-    new generation.
+    The per-target families change only when a probe result lands or the ranking moves (a new snapshot
+    generation); they are written by export/text.py, once per generation. The runtime families (build info,
+    process, platform, GC) change all the time but are a few dozen lines; they are re-rendered when more than
+    `max_age` seconds old. A scraper that does not accept the text format (OpenMetrics only) gets
+    prometheus_client's own OpenMetrics rendering, under the same rules. Renders happen under a lock, so scrapes
+    that arrive together wait for one render instead of doing it N times; `cached` answers without rendering
+    (the event loop asks it, and hands a scrape to a worker only when a render is due).
     """
 
-    def __init__(self, registry: CollectorRegistry, generation: Callable[[], Hashable], *, max_age: float = 1.0,
+    def __init__(self, metrics: ExporterRegistry, generation: Callable[[], Hashable], *, max_age: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._registry = registry
+        self._metrics = metrics
         self._generation = generation
         self.max_age = max_age
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, bool], _Rendered] = {}
-        self.renders = 0  # how many times the registry was rendered (tests, debugging)
+        self._targets: tuple[Hashable, str] | None = None  # (generation, text of the per-target families)
+        self._runtime: tuple[float, str] | None = None  # (rendered at, text of the runtime families)
+        self.renders = 0  # full renders of the per-target families (tests, debugging)
 
-    def get(self, accept: str | None, accept_encoding: str | None) -> tuple[list[tuple[str, str]], bytes]:
-        """(headers, body) for a scrape with these Accept/Accept-Encoding headers, as prometheus_client makes them."""
-        encoder, content_type = choose_encoder(_prefer_text(accept or ""))
-        compress = gzip_accepted(accept_encoding or "")
-        variant = (content_type, compress)
+    def cached(self, accept: str | None, accept_encoding: str | None) -> Response | None:
+        """The answer for a scrape with these headers if a fresh one is at hand; None when a render is due."""
+        entry = self._entries.get(_variant(accept, accept_encoding))
+        if entry is None or entry.key[0] != self._generation() or self._clock() - entry.rendered_at > self.max_age:
+            return None
+        return entry.response
+
+    def get(self, accept: str | None, accept_encoding: str | None) -> Response:
+        """The answer for a scrape with these headers, rendered if needed."""
+        variant = _variant(accept, accept_encoding)
+        content_type, compress = variant
         with self._lock:
-            generation = self._generation()
-            now = self._clock()
+            generation, now = self._generation(), self._clock()
             entry = self._entries.get(variant)
-            if entry is None or entry.generation != generation or now - entry.rendered_at > self.max_age:
-                body = encoder(self._registry)
-                headers: tuple[tuple[str, str], ...] = (("Content-Type", content_type),)
-                if compress:
-                    body = gzip.compress(body, compresslevel=6)  # 2.5x faster than 9, 10 % larger
-                    headers += (("Content-Encoding", "gzip"),)
-                entry = _Rendered(generation, now, headers, body)
-                self._entries[variant] = entry
+            if entry is not None and entry.key[0] == generation and now - entry.rendered_at <= self.max_age:
+                return entry.response
+            if content_type.startswith("text/plain"):
+                runtime_at, body = self._text(generation, now)
+            else:
+                encoder, _ = choose_encoder(content_type)
+                runtime_at, body = now, encoder(self._metrics.registry)
                 self.renders += 1
-        return list(entry.headers), entry.body
+            headers: tuple[tuple[str, str], ...] = (("Content-Type", content_type),)
+            if compress:
+                # Level 1: a third of level 6's time, ~20 % larger; rendered bytes are reused across scrapes anyway.
+                body = gzip.compress(body, compresslevel=1, mtime=0)
+                headers += (("Content-Encoding", "gzip"),)
+            response = Response(200, (*headers, ("Vary", "Accept, Accept-Encoding")), body)
+            self._entries[variant] = _Rendered((generation, runtime_at), runtime_at, response)
+            return response
+
+    def _text(self, generation: Hashable, now: float) -> tuple[float, bytes]:
+        if self._targets is None or self._targets[0] != generation:
+            self._targets = (generation, render_targets(self._metrics.snapshots()))
+            self.renders += 1
+        if self._runtime is None or now - self._runtime[0] > self.max_age:
+            self._runtime = (now, generate_latest(self._metrics.runtime).decode())
+        return self._runtime[0], (self._targets[1] + self._runtime[1]).encode()
+
+
+def _variant(accept: str | None, accept_encoding: str | None) -> tuple[str, bool]:
+    _, content_type = choose_encoder(_prefer_text(accept or ""))
+    return content_type, gzip_accepted(accept_encoding or "")
 
 
 def _prefer_text(accept: str) -> str:
     """Serve the classic text format whenever the scraper accepts it, even when it prefers OpenMetrics.
 
-    Nothing here needs OpenMetrics (no exemplars, no created timestamps), and prometheus_client renders
-    text in ~60 % of the time (18 vs 30 ms for 35 regions x 2 kinds: its OpenMetrics path checks every
-    label name character by character). Prometheus lists text/plain;version=0.0.4 in its Accept header.
+    Nothing here needs OpenMetrics (no exemplars, no created timestamps), and the text format is what
+    export/text.py writes fast. Prometheus lists text/plain;version=0.0.4 in its Accept header.
     """
     offers = [part.split(";")[0].strip() for part in accept.split(",")]
     return "text/plain" if "text/plain" in offers else accept
@@ -147,84 +168,110 @@ def snapshot_generation(snapshots: Sequence[TargetSnapshot]) -> Hashable:
     return tuple((snap.info, snap.regions, snap.generation) for snap in snapshots)
 
 
+_Route = tuple[tuple[str, ...], Callable[[Request], Response]]
+
+
 class ExporterApp:
-    """Routes requests; /metrics GETs come from a MetricsCache, anything else there from prometheus_client's own
-    WSGI app (name[] filters, OPTIONS, 405s)."""
+    """Routes requests. Cheap answers (cached /metrics, health, readiness, errors) are given on the event loop;
+    renders, /regions, the status page and reloads run on a worker thread."""
 
-    def __init__(self, registry: CollectorRegistry, hooks: WebHooks, *, metrics_max_age: float = 1.0) -> None:
+    def __init__(self, metrics: ExporterRegistry, hooks: WebHooks, *, metrics_max_age: float = 1.0) -> None:
         self.hooks = hooks
-        self.metrics_app = make_wsgi_app(registry)
-        self.metrics_cache = MetricsCache(registry, lambda: snapshot_generation(hooks.snapshots()),
+        self.metrics = metrics
+        self.metrics_cache = MetricsCache(metrics, lambda: snapshot_generation(hooks.snapshots()),
                                           max_age=metrics_max_age)
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        method = environ.get("REQUEST_METHOD", "GET")
-        if path == "/metrics":
-            if method != "GET" or environ.get("QUERY_STRING"):
-                return self.metrics_app(environ, start_response)
-            headers, body = self.metrics_cache.get(environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING"))
-            start_response("200 OK", headers)
-            return [body]
-        routes: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], tuple[str, str, bytes]]]] = {
+        self._now: dict[str, _Route] = {
+            "/-/healthy": (("GET", "HEAD"), lambda _r: Response.text(200, "Healthy.\n")),
+            "/-/ready": (("GET", "HEAD"), self._ready),
+        }
+        self._later: dict[str, _Route] = {
             "/": (("GET", "HEAD"), self._index),
             "/regions": (("GET", "HEAD"), self._regions),
-            "/-/healthy": (("GET", "HEAD"), lambda _e: ("200 OK", "text/plain", b"Healthy.\n")),
-            "/-/ready": (("GET", "HEAD"), self._ready),
             "/-/reload": (("POST", "PUT"), self._reload),
         }
-        if path not in routes:
-            return _respond(start_response, "404 Not Found", "text/plain", f"no such page: {path}\n".encode())
-        allowed, handler = routes[path]
-        if method not in allowed:
-            body = f"{path} takes {' or '.join(allowed)}\n".encode()
-            return _respond(start_response, "405 Method Not Allowed", "text/plain", body,
-                            [("Allow", ", ".join(allowed))])
-        status, content_type, body = handler(environ)
-        if method == "HEAD":
-            body = b""
-        return _respond(start_response, status, content_type, body)
 
-    def _ready(self, _environ: dict[str, Any]) -> tuple[str, str, bytes]:
+    def respond_now(self, request: Request) -> Response | None:
+        path, method = request.path, request.method
+        if path == "/metrics":
+            if method == "OPTIONS":
+                return Response(200, (("Allow", "OPTIONS, GET, HEAD"),))
+            if method not in ("GET", "HEAD"):
+                return _not_allowed(path, ("OPTIONS", "GET", "HEAD"))
+            if request.query:
+                return None
+            return self.metrics_cache.cached(request.header("accept"), request.header("accept-encoding"))
+        if path in self._later:
+            allowed, _ = self._later[path]
+            return None if request.method in allowed else _not_allowed(path, allowed)
+        if path not in self._now:
+            return Response.text(404, f"no such page: {path}\n")
+        return self._route(self._now[path], request)
+
+    def respond(self, request: Request) -> Response:
+        if request.path == "/metrics":
+            return self._metrics(request)
+        return self._route(self._later[request.path], request)
+
+    def _route(self, route: _Route, request: Request) -> Response:
+        allowed, handler = route
+        if request.method not in allowed:
+            return _not_allowed(request.path, allowed)
+        return handler(request)
+
+    def _metrics(self, request: Request) -> Response:
+        accept, accept_encoding = request.header("accept"), request.header("accept-encoding")
+        query = parse_qs(request.query)
+        unknown = set(query) - {"name[]"}
+        if unknown:
+            return Response.text(400, f"unknown query parameter(s): {', '.join(sorted(unknown))} (use name[])\n")
+        if not query:
+            return self.metrics_cache.get(accept, accept_encoding)
+        encoder, content_type = choose_encoder(accept or "")
+        body = encoder(self.metrics.registry.restricted_registry(query["name[]"]))
+        headers: tuple[tuple[str, str], ...] = (("Content-Type", content_type),)
+        if gzip_accepted(accept_encoding or ""):
+            body = gzip.compress(body, compresslevel=1)
+            headers += (("Content-Encoding", "gzip"),)
+        return Response(200, headers, body)
+
+    def _ready(self, _request: Request) -> Response:
         if self.hooks.ready():
-            return "200 OK", "text/plain", b"Ready.\n"
-        return "503 Service Unavailable", "text/plain", b"Not ready: no sweep finished and no cached ranking yet.\n"
+            return Response.text(200, "Ready.\n")
+        return Response.text(503, "Not ready: no sweep finished and no cached ranking yet.\n")
 
-    def _reload(self, _environ: dict[str, Any]) -> tuple[str, str, bytes]:
+    def _reload(self, _request: Request) -> Response:
         error = self.hooks.reload()
         if error is None:
-            return "200 OK", "text/plain", b"Reloaded.\n"
-        return "500 Internal Server Error", "text/plain", f"reload failed: {error}\n".encode()
+            return Response.text(200, "Reloaded.\n")
+        return Response.text(500, f"reload failed: {error}\n")
 
-    def _regions(self, environ: dict[str, Any]) -> tuple[str, str, bytes]:
-        query = parse_qs(environ.get("QUERY_STRING", ""))
+    def _regions(self, request: Request) -> Response:
+        query = parse_qs(request.query)
         unknown = set(query) - {"service", "target"}
         if unknown:
-            message = f"unknown query parameter(s): {', '.join(sorted(unknown))} (use service, target)\n"
-            return "400 Bad Request", "text/plain", message.encode()
+            names = ", ".join(sorted(unknown))
+            return Response.text(400, f"unknown query parameter(s): {names} (use service, target)\n")
         document = regions_document(
             self.hooks.snapshots(),
             service=query.get("service", [None])[0],
             target=query.get("target", [None])[0],
         )
         body = json.dumps(document, indent=2, default=_json_default, allow_nan=False).encode() + b"\n"
-        return "200 OK", "application/json", body
+        return Response(200, (("Content-Type", "application/json"),), body)
 
-    def _index(self, _environ: dict[str, Any]) -> tuple[str, str, bytes]:
-        return "200 OK", "text/html; charset=utf-8", render_index(self.hooks.snapshots(), self.hooks.ready())
+    def _index(self, _request: Request) -> Response:
+        return Response(200, (("Content-Type", "text/html; charset=utf-8"),),
+                        render_index(self.hooks.snapshots(), self.hooks.ready()))
+
+
+def _not_allowed(path: str, allowed: Sequence[str]) -> Response:
+    return Response.text(405, f"{path} takes {' or '.join(allowed)}\n", ("Allow", ", ".join(allowed)))
 
 
 def _json_default(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     raise TypeError(f"not JSON-able: {type(value).__name__}")
-
-
-def _respond(start_response: StartResponse, status: str, content_type: str, body: bytes,
-             extra_headers: list[tuple[str, str]] | None = None) -> list[bytes]:
-    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
-    start_response(status, headers + (extra_headers or []))
-    return [body]
 
 
 def render_index(snapshots: Sequence[TargetSnapshot], ready: bool) -> bytes:
@@ -258,39 +305,18 @@ def render_index(snapshots: Sequence[TargetSnapshot], ready: bool) -> bytes:
     return "".join(parts).encode()
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # socketserver's default listen backlog is 5: a burst of scrapes overflows it, and a dropped SYN is retried
-    # after 1, 3, 7... s (50 concurrent scrapers saw p99 of tens of seconds). The kernel caps it at somaxconn.
-    request_queue_size = socket.SOMAXCONN
-
-
-class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-
 class WebServer:
-    """Serves an ExporterApp on host:port from a background thread."""
+    """Serves an ExporterApp on host:port from a background thread (export/server.py)."""
 
     def __init__(self, app: ExporterApp, host: str, port: int) -> None:
-        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
-        self._server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._server = HttpServer(app, host, port)
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+        return self._server.address
 
     def start(self) -> None:
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()

@@ -1,0 +1,69 @@
+"""export/text.py writes exactly what prometheus_client's generate_latest makes of the collector's families."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+
+from region_latency.export.prometheus import RegionLatencyCollector
+from region_latency.export.text import render_targets
+from region_latency.probes.base import ErrorKind, ProbeResult
+from region_latency.ranking import PlainRanking, TrustedRanking
+from region_latency.state import TargetInfo, TargetSnapshot, TargetState
+from region_latency.tracker import RegionLatencyTracker
+
+
+def reference(snapshots: list[TargetSnapshot]) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RegionLatencyCollector(lambda: snapshots))
+    return generate_latest(registry).decode()
+
+
+def test_empty() -> None:
+    assert render_targets([]) == reference([])
+
+
+def test_every_kind_of_series_and_awkward_label_values() -> None:
+    clock = [1_764_080_000.25]
+    odd = TargetState(TargetInfo('we"ird\\name\nx', "bédrock", "https"), ["us-east-1", "eu-west-1", "ap-south-1",
+                                                                          'r"\\'],
+                      RegionLatencyTracker(), TrustedRanking(30.0, min_samples=2), clock=lambda: clock[0])
+    for latency in (0.09, 0.08, 0.0801):
+        odd.record("us-east-1", ProbeResult(latency, {"dns": 0.001, "connect": 0.03, "tls": 0.031, "ttfb": latency,
+                                                      "total": 0.2}, status=403))
+    odd.record("eu-west-1", ProbeResult(0.02, {"connect": 0.01, "ttfb": 0.02}, status=200))  # 1 sample: unranked
+    odd.record("ap-south-1", ProbeResult.failure(ErrorKind.TIMEOUT, "no answer", {"dns": 0.002}))
+    odd.record("ap-south-1", ProbeResult.failure(ErrorKind.TLS, "bad cert", status=None))
+    odd.record('r"\\', ProbeResult(1e-7, {"connect": 1e-7}))
+    odd.record('r"\\', ProbeResult(12345678.5, {"connect": 12345678.5}))
+    plain = TargetState(TargetInfo("tcp", "bedrock-runtime", "tcp"), ["us-east-1", "us-west-2"],
+                        RegionLatencyTracker(), PlainRanking(), clock=lambda: clock[0])
+    plain.record("us-west-2", ProbeResult(0.07, {"connect": 0.07}))
+    plain.record("us-east-1", ProbeResult(0.01, {"connect": 0.01}))
+    empty = TargetState(TargetInfo("none", "s3", "tcp"), [], RegionLatencyTracker(), PlainRanking())
+    snaps = [odd.snapshot(), plain.snapshot(), empty.snapshot()]
+    text = render_targets(snaps)
+    assert text == reference(snaps)
+    assert 'region_latency_rank_margin_seconds{probe="tcp",service="bedrock-runtime",target="tcp"} 0.06' in text
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]),
+                          st.one_of(st.none(), st.floats(min_value=1e-6, max_value=100.0)),
+                          st.sampled_from(list(ErrorKind)),
+                          st.one_of(st.none(), st.integers(min_value=100, max_value=599))),
+                max_size=30),
+       st.booleans())
+def test_same_text_after_any_results(results: list[tuple[str, float | None, ErrorKind, int | None]],
+                                     trusted: bool) -> None:
+    policy = TrustedRanking(30.0) if trusted else PlainRanking()
+    state = TargetState(TargetInfo("t", "svc", "https"), ["a", "b", "c"], RegionLatencyTracker(), policy,
+                        clock=lambda: 1000.0)
+    for region, latency, error, status in results:
+        if latency is None:
+            state.record(region, ProbeResult.failure(error, "x", status=status))
+        else:
+            state.record(region, ProbeResult(latency, {"connect": latency / 2, "ttfb": latency}, status=status))
+    snaps = [state.snapshot()]
+    assert render_targets(snaps) == reference(snaps)
