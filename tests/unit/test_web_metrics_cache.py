@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 from region_latency.export.prometheus import ExporterRegistry, RegionLatencyCollector
 from region_latency.export.server import Request, Response
 from region_latency.export.text import render_targets
-from region_latency.export.web import ExporterApp, MetricsCache, WebHooks
+from region_latency.export.web import MAX_VARIANTS, ExporterApp, MetricsCache, WebHooks
 from region_latency.probes.base import ProbeResult
 from region_latency.ranking import PlainRanking
 from region_latency.state import TargetInfo, TargetState
@@ -154,3 +154,14 @@ def test_exporter_app_serves_metrics_from_the_cache_until_a_result_arrives() -> 
     assert answer(app, request(path="/-/healthy")).body == b"Healthy.\n"
     assert app.respond_now(request(path="/regions")) is None  # JSON is built on a worker
     assert answer(app, request(path="/regions", query="bad=1")).status == 400
+
+
+def test_odd_accept_headers_get_an_answer_and_do_not_grow_the_cache() -> None:
+    generation, clock = [1], [100.0]
+    metrics, _, _ = cache(generation, clock)
+    text = metrics.get(None, None)
+    assert metrics.get("application/openmetrics-text; version=abc", None).body == text.body  # falls back to text
+    for n in range(40):
+        body = metrics.get(f"application/openmetrics-text; version=1.0.{n}", None).body
+        assert body.endswith(b"# EOF\n")
+    assert len(metrics._entries) <= MAX_VARIANTS

@@ -136,6 +136,8 @@ class MetricsCache:
                 body = gzip.compress(body, compresslevel=1, mtime=0)
                 headers += (("Content-Encoding", "gzip"),)
             response = Response(200, (*headers, ("Vary", "Accept, Accept-Encoding")), body)
+            if len(self._entries) >= MAX_VARIANTS:
+                self._entries.clear()
             self._entries[variant] = _Rendered((generation, runtime_at), runtime_at, response)
             return response
 
@@ -148,8 +150,15 @@ class MetricsCache:
         return self._runtime[0], (self._targets[1] + self._runtime[1]).encode()
 
 
+_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+MAX_VARIANTS = 16  # distinct (format, gzip) answers kept; Accept headers are the client's to vary
+
+
 def _variant(accept: str | None, accept_encoding: str | None) -> tuple[str, bool]:
-    _, content_type = choose_encoder(_prefer_text(accept or ""))
+    try:
+        _, content_type = choose_encoder(_prefer_text(accept or ""))
+    except (TypeError, ValueError):  # e.g. `version=abc`: prometheus_client cannot compare it; Accept is a wish
+        content_type = _TEXT
     return content_type, gzip_accepted(accept_encoding or "")
 
 
