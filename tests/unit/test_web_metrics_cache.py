@@ -93,17 +93,22 @@ def test_one_render_per_generation_and_format() -> None:
 
 def test_max_age_bounds_staleness_of_the_runtime_part_only() -> None:
     generation, clock = [1], [100.0]
-    metrics, counting, _ = cache(generation, clock)
-    metrics.get(None, None)
+    metrics, counting, state = cache(generation, clock)
+    metrics.get(None, "gzip")
     clock[0] += 0.9
-    assert metrics.cached(None, None) is not None
-    metrics.get(None, None)
+    assert metrics.cached(None, "gzip") is not None
     assert counting.collects == 1
     clock[0] += 0.2
-    assert metrics.cached(None, None) is None
-    assert b'demo_value{n="1"} 2.0' in metrics.get(None, None).body
-    assert counting.collects == 2
+    fresh = metrics.cached(None, "gzip")  # over max_age: the runtime part is refreshed at once, without a worker
+    assert fresh is not None and counting.collects == 2
+    assert gzip.decompress(fresh.body).decode() == render_targets([state.snapshot()]) + generate_latest(
+        counting).decode().replace("} 3.0", "} 2.0")  # one gzip stream: the per-target part, then the new runtime
     assert metrics.renders == 1  # the per-target families did not change: not rendered again
+    with metrics._lock:  # a render under way: the event loop does not wait for it
+        clock[0] += 2
+        assert metrics.cached(None, "gzip") is None
+    generation[0] = 2
+    assert metrics.cached(None, "gzip") is None  # a new generation is rendered by a worker, not on the loop
 
 
 def test_concurrent_scrapes_share_one_render() -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import logging
+import math
 import socket
 import threading
 import time
@@ -69,6 +71,12 @@ class Handler(Protocol):
         """The answer, computed on a worker thread (may block: renders, reloads)."""
 
 
+@functools.cache
+def _status_line(status: int) -> str:
+    phrase = HTTPStatus(status).phrase
+    return f"HTTP/1.1 {status} {phrase}"
+
+
 class _Clock:
     """The Date header, formatted once a second."""
 
@@ -111,7 +119,7 @@ class _Connection(asyncio.Protocol):
         self.writable = True
         self.closing = False
         self.eof = False  # the client sent everything it will send
-        self.timer: asyncio.TimerHandle | None = None
+        self.expires_at = math.inf  # loop time; the server's sweep closes (or 408s) the connection after it
 
     # -- transport events --
 
@@ -236,8 +244,7 @@ class _Connection(asyncio.Protocol):
     def _write(self, request: Request, keep_alive: bool, response: Response) -> None:
         assert self.transport is not None
         version = self.parser.get_http_version()
-        status = HTTPStatus(response.status)
-        head = [f"HTTP/1.1 {status.value} {status.phrase}", f"Date: {self.server.clock.date()}"]
+        head = [_status_line(response.status), f"Date: {self.server.clock.date()}"]
         head += (f"{name}: {value}" for name, value in response.headers)
         head.append(f"Content-Length: {len(response.body)}")
         if not keep_alive:
@@ -255,7 +262,7 @@ class _Connection(asyncio.Protocol):
             return
         self.queue.clear()
         body = f"{message}\n".encode()
-        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nDate: {self.server.clock.date()}\r\n"
+        head = (f"{_status_line(status)}\r\nDate: {self.server.clock.date()}\r\n"
                 f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
         self.transport.write(head.encode("latin-1") + body)
         self._close()
@@ -266,19 +273,16 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    # -- timeouts --
+    # -- timeouts (checked by the server's sweep: a timer per connection and event costs more than the request) --
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self.timer = self.loop.call_later(seconds, self._timed_out)
+        self.expires_at = self.loop.time() + seconds
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.expires_at = math.inf
 
-    def _timed_out(self) -> None:
-        self.timer = None
+    def timed_out(self) -> None:
+        self.expires_at = math.inf
         if self.busy or self.queue:
             self._arm(self.server.idle_timeout)  # our answer is pending: not the client's fault
         elif self.parsing is not None:
@@ -307,6 +311,7 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
         self._started = threading.Event()
+        self._sweep_every = min(1.0, request_timeout / 4, idle_timeout / 4)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -322,6 +327,7 @@ class HttpServer:
 
         async def serve() -> None:
             self._server = await self.loop.create_server(lambda: _Connection(self), sock=self._socket)
+            self.loop.call_later(self._sweep_every, self._sweep)
             self._started.set()
 
         try:
@@ -332,6 +338,13 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+    def _sweep(self) -> None:
+        """Time out the connections whose deadline passed (idle keep-alive, a request sent too slowly)."""
+        now = self.loop.time()
+        for connection in [c for c in self.connections if c.expires_at <= now]:
+            connection.timed_out()
+        self.loop.call_later(self._sweep_every, self._sweep)
 
     def stop(self) -> None:
         """Stop accepting, drop open connections, let the thread end; idempotent."""
