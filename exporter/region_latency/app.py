@@ -23,6 +23,16 @@ from region_latency.tracker import RegionLatencyTracker
 log = logging.getLogger(__name__)
 
 
+def cache_prefix(info: TargetInfo) -> str:
+    """Where a target's averages live in the shared cache: its name, service and probe kind.
+
+    Not the name alone: a target renamed, or given another service or probe kind under the same name, measures
+    something else, and must not start from the old averages (a tcp connect EMA is not an https ttfb EMA).
+    Service names and probe kinds hold no `:`, so the key reads back unambiguously from the right.
+    """
+    return f"{info.name}:{info.service}:{info.probe}"
+
+
 @dataclass(frozen=True)
 class ConfigSource:
     """Where the configuration comes from, kept so that a reload reads it the same way.
@@ -154,7 +164,7 @@ class Exporter:
             if state is None or state.info != info:
                 if state is not None:
                     state.tracker.close()
-                cache = PrefixedCache(self.cache, name) if self.cache is not None else None
+                cache = PrefixedCache(self.cache, cache_prefix(info)) if self.cache is not None else None
                 tracker = RegionLatencyTracker(cache=cache, logger=logging.getLogger(f"region_latency.{name}"))
                 self._cache_loaded |= bool(set(tracker.regions()) & set(regions))
                 state = TargetState(info, regions, tracker, policy)

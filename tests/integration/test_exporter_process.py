@@ -134,7 +134,7 @@ def test_sigterm_exits_zero_and_a_restart_serves_the_cached_ranking_at_once(
     assert started.stop() == 0
     assert "Traceback" not in started.log()
     cache = json.loads((tmp_path / "cache.json").read_text())
-    assert set(cache[f"{TARGET}/region_latencies"]["metrics"]) == set(DELAYS)
+    assert set(cache[f"{TARGET}:bedrock-runtime:https/region_latencies"]["metrics"]) == set(DELAYS)
 
     # Restart with a long interval: whatever is served at once comes from the cache, not from new probes.
     document = exporter_config(tmp_path, {r: u for r, u in cache_endpoints(started).items()}, local_servers.ca.ca_file)
