@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.support.exporter import write_config
-from tests.support.processes import stop_process
-from tests.support.servers import Reply, ServerGroup, free_port
+from tests.support.exporter import ExporterProcess, write_config
+from tests.support.servers import Reply, ServerGroup
 
 pytestmark = pytest.mark.integration
 
@@ -37,40 +32,20 @@ runpy.run_module("region_latency", run_name="__main__", alter_sys=True)
 """
 
 
-class ModuleListingExporter:
-    """`python -m region_latency serve` (through WRAPPER), stderr to a file."""
+class ModuleListingExporter(ExporterProcess):
+    """`python -m region_latency serve` through WRAPPER: `stop()` returns the modules it had imported."""
 
     def __init__(self, config: Path) -> None:
-        self.port = free_port()
-        self.log_path = config.with_suffix(".log")
         self.modules_path = config.with_suffix(".modules.json")
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", WRAPPER, str(self.modules_path), "serve", "--config", str(config),
-             "--listen", f"127.0.0.1:{self.port}"], stdout=subprocess.DEVNULL, stderr=self._log)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
-
-    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"exporter exited: {self.log_path.read_text()[-2000:]}"
-            try:
-                if predicate():
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"not {what} after {timeout}s: {self.log_path.read_text()[-2000:]}")
+        super().__init__(config, launcher=[sys.executable, "-c", WRAPPER, str(self.modules_path)])
 
     def probed_regions(self) -> set[str]:
-        return {row["region"] for target in self.client.get("/regions").json()["targets"]
-                for row in target["regions"] if row.get("samples")}
+        return {row["region"] for target in self.regions()["targets"] for row in target["regions"]
+                if row.get("samples")}
 
-    def stop(self) -> set[str]:
+    def stop_and_list_modules(self) -> set[str]:
         """Stop (SIGTERM: a clean exit); the modules the process had imported."""
-        assert stop_process(self.proc, 20) == 0, self.log_path.read_text()[-2000:]
-        self.client.close()
-        self._log.close()
+        assert self.stop() == 0, self.log()[-2000:]
         return set(json.loads(self.modules_path.read_text()))
 
 
@@ -99,18 +74,18 @@ def test_serve_with_tcp_and_https_targets_never_imports_botocore(tmp_path: Path,
     path = write_config(tmp_path / "config.yaml", config(endpoints, ca))
     exporter = ModuleListingExporter(path)
     try:
-        exporter.wait_for(lambda: exporter.client.get("/-/healthy").status_code == 200, "healthy")
-        exporter.wait_for(lambda: "sim-a" in exporter.probed_regions(), "probing")
+        exporter.wait_healthy()
+        exporter.wait_for(lambda: "sim-a" in exporter.probed_regions(), what="probing")
         endpoints["sim-b"] = local_servers.https(Reply(status=403)).url
         write_config(path, config(endpoints, ca))
         exporter.proc.send_signal(signal.SIGHUP)
-        exporter.wait_for(lambda: "sim-b" in exporter.probed_regions(), "reloaded")
+        exporter.wait_for(lambda: "sim-b" in exporter.probed_regions(), what="reloaded")
         path.write_text("targets: [{service: bedrok-runtime}]\n")
         response = exporter.client.post("/-/reload")
         assert response.status_code == 500 and "unknown service 'bedrok-runtime'" in response.text
         assert exporter.proc.poll() is None and "sim-b" in exporter.probed_regions()
     finally:
-        modules = exporter.stop()
+        modules = exporter.stop_and_list_modules()
     assert {"region_latency.resolve", "region_latency.probes.https", "region_latency.probes.tcp"} <= modules
     assert botocore_modules(modules) == set()
 
@@ -123,7 +98,7 @@ def test_serve_with_an_api_target_imports_botocore(tmp_path: Path, local_servers
     exporter = ModuleListingExporter(write_config(tmp_path / "config.yaml",
                                                  config(endpoints, local_servers.ca.ca_file, api)))
     try:
-        exporter.wait_for(lambda: exporter.client.get("/-/healthy").status_code == 200, "healthy")
+        exporter.wait_healthy()
     finally:
-        modules = exporter.stop()
+        modules = exporter.stop_and_list_modules()
     assert {"boto3", "botocore.session", "region_latency.probes.api"} <= modules

@@ -38,14 +38,17 @@ def write_config(path: Path, document: Mapping[str, Any]) -> Path:
 class ExporterProcess:
     """`region-latency-exporter serve --config <file>` on a free local port."""
 
-    def __init__(self, config: Path, *, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, config: Path, *, port: int | None = None, extra_args: Sequence[str] = (),
+                 launcher: Sequence[str] | None = None) -> None:
+        """`launcher` replaces `python -m region_latency` (a wrapper that runs it, say)."""
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = config
         self.stderr_path = config.with_suffix(f".{self.port}.log")
         self._stderr = self.stderr_path.open("w")
+        args = ("serve", "--config", str(config), "--listen", f"127.0.0.1:{self.port}", *extra_args)
         self.proc = subprocess.Popen(
-            exporter_command("serve", "--config", str(config), "--listen", f"127.0.0.1:{self.port}", *extra_args),
+            [*launcher, *args] if launcher else exporter_command(*args),
             stdout=subprocess.DEVNULL, stderr=self._stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.client = httpx.Client(base_url=self.base, timeout=10)
