@@ -252,10 +252,12 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
         md_table(["probe", "RTT ms", "phase", "ours median", "ours p90", "blackbox median", "blackbox p90",
                   "n ours/bb", "ours ≤ blackbox", "our handshake CPU median"], rows),
         "",
-        "Our https phases are stamped at the socket calls: `connect` around the kernel connect alone, `tls` around "
-        "the `do_handshake()` loop, `ttfb` first request byte written -> first response byte read. The last "
-        "column is the client's own CPU time (thread time) in that handshake loop: OpenSSL's share of our `tls` "
-        "error (the server's handshake CPU is in both contenders' errors; docs/PROBES.md, TLS handshake cost).",
+        "Our https phases are stamped at the socket calls: `connect` around the kernel connect alone, `tls` from "
+        "the ClientHello handed to the kernel to the arrival of the server's last handshake flight (the client's "
+        "own handshake CPU before and after is left out; blackbox's TLSHandshakeStart/Done include its own), "
+        "`ttfb` first request byte written -> first response byte read. The last column is our client's CPU time "
+        "(thread time) in the whole handshake loop, which our `tls` leaves out (docs/PROBES.md, TLS handshake "
+        "cost); the server's handshake CPU is in both contenders' errors.",
     ])
     return BenchResult(key="accuracy", title=SECTIONS["accuracy"], body=body, goals=goals, seconds=seconds,
                        raw={"summary": summary, "raw": raw})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -291,3 +292,33 @@ def test_tls_stamp_is_the_handshake_and_the_stream_reports_tls(local_servers: Se
         assert 0 < end - start < 5.0
     finally:
         tls.close()
+
+
+def test_tls_span_leaves_out_the_clients_own_handshake_cpu() -> None:
+    """ClientHello sent -> server flight arrived: the CPU before and after (key share, verification) is not in it."""
+    here, peer = socket.socketpair()
+
+    class Handshake:  # an SSLSocket's part that _handshake uses; 50 ms of "CPU" in each do_handshake() call
+        calls = 0
+
+        def setblocking(self, flag: bool) -> None:
+            pass
+
+        def fileno(self) -> int:
+            return here.fileno()
+
+        def do_handshake(self) -> None:
+            self.calls += 1
+            time.sleep(0.05)
+            if self.calls == 1:
+                peer.send(b"server flight")  # arrives while the client is still busy
+                raise ssl.SSLWantReadError()
+
+    try:
+        began = time.perf_counter()
+        start, end = https_probe._handshake(Handshake(), time.perf_counter() + 5)  # type: ignore[arg-type]
+        assert time.perf_counter() - began >= 0.1
+        assert began + 0.05 <= start <= end < start + 0.03
+    finally:
+        here.close()
+        peer.close()

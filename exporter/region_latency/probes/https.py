@@ -13,8 +13,8 @@ The request goes through httpcore (the engine under httpx), on a network
 backend that clamps every socket operation to what is left of the probe's deadline: httpx's own
 timeouts are per operation, so a server that trickles bytes or accepts and never answers could
 otherwise hold a probe for several timeouts. The backend makes its own sockets (TCP_NODELAY set before
-connecting) and runs its own TLS handshake loop, so `connect` and `tls` cover the kernel connect and
-`do_handshake()` alone.
+connecting) and runs its own TLS handshake loop, so `connect` covers the kernel connect alone and `tls` the
+handshake's network part (ClientHello sent -> the server's flight received), not the client's own TLS CPU.
 
 Options (Target.options):
   path         request path and query (default: the URL's path, else "/")
@@ -332,8 +332,8 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
     It makes its own sockets (rather than httpcore's SyncBackend, whose `socket.create_connection` also runs
     getaddrinfo and the socket set-up inside the connect) so that the `connect` stamp covers the kernel's
-    connect alone, SYN -> SYN-ACK, and its own TLS handshake loop so that the `tls` stamp covers
-    `do_handshake()` alone and every wait in it is bounded by the deadline.
+    connect alone, SYN -> SYN-ACK, and its own TLS handshake loop so that the `tls` stamp covers the
+    handshake's network part alone and every wait in it is bounded by the deadline.
     """
 
     def __init__(self, deadline: Deadline, stamps: SocketStamps | None = None) -> None:
@@ -427,8 +427,9 @@ class DeadlineStream(httpcore.NetworkStream):
     ) -> httpcore.NetworkStream:
         """Wrap the socket, then drive `do_handshake()` non-blocking, each wait bounded by the deadline.
 
-        The `tls` stamp covers the handshake calls and the waits between them (ClientHello sent -> client
-        Finished written), not the SSLSocket's construction: Go's TLSHandshakeStart/Done hooks bound the same.
+        The `tls` stamp spans the handshake's network part: ClientHello handed to the kernel -> the server's
+        last handshake flight arrived (see `_handshake`); neither the SSLSocket's construction nor the client's
+        own handshake CPU is in it.
         """
         budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
         if isinstance(self._sock, ssl.SSLSocket):  # TLS in TLS (HTTPS proxies): never asked by this probe
@@ -463,15 +464,22 @@ class DeadlineStream(httpcore.NetworkStream):
 
 
 def _handshake(tls: ssl.SSLSocket, until: float) -> tuple[float, float]:
-    """Run the TLS handshake on a non-blocking socket until done or `until` (perf_counter); its (start, end).
+    """Run the TLS handshake on a non-blocking socket until done or `until` (perf_counter); the span of its
+    network part: (ClientHello handed to the kernel, the server's last handshake flight arrived).
 
-    One loop turn per flight the client waits for (TLS 1.3 with a whole server flight: one wait). An
-    SSLError (certificate, alert) or OSError becomes ConnectError, running out of time ConnectTimeout.
+    Both ends are network events, as `connect`'s are: the client's own CPU before the ClientHello leaves (key
+    share generation) and after the server's flight is in (verifying the chain and CertificateVerify, the key
+    schedule, writing Finished) is OpenSSL's, 0.6-1.1 ms per handshake here, the same in every region, and not
+    latency to the region (docs/PROBES.md, TLS handshake cost). One loop turn per flight the client waits for
+    (TLS 1.3 with a whole server flight: one wait). An SSLError (certificate, alert) or OSError becomes
+    ConnectError, running out of time ConnectTimeout.
     """
     tls.setblocking(False)
     poller = select.poll()
     poller.register(tls, select.POLLIN)
     started = time.perf_counter()
+    sent: float | None = None  # the first flight is out: do_handshake() wrote it, then found nothing to read
+    arrived: float | None = None  # the last wake-up for data before the handshake completed
     try:
         while True:
             try:
@@ -479,6 +487,8 @@ def _handshake(tls: ssl.SSLSocket, until: float) -> tuple[float, float]:
                 break
             except ssl.SSLWantReadError:
                 events = select.POLLIN
+                if sent is None:
+                    sent = time.perf_counter()
             except ssl.SSLWantWriteError:
                 events = select.POLLOUT
             left = until - time.perf_counter()
@@ -487,9 +497,12 @@ def _handshake(tls: ssl.SSLSocket, until: float) -> tuple[float, float]:
             poller.modify(tls, events)
             if not poller.poll(math.ceil(left * 1000)):
                 raise httpcore.ConnectTimeout("TLS handshake did not finish before the deadline")
+            if events == select.POLLIN:
+                arrived = time.perf_counter()
     except OSError as exc:  # ssl.SSLError is an OSError
         raise httpcore.ConnectError(describe(exc)) from exc
-    return started, time.perf_counter()
+    done = time.perf_counter()
+    return (started if sent is None else sent), (done if arrived is None else arrived)
 
 
 def _budget(deadline: Deadline, timeout: float | None, expired: type[Exception]) -> float:
