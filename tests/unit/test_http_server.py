@@ -173,3 +173,11 @@ def test_stop_closes_open_connections_and_ends_the_thread(handler: Handler) -> N
     assert not srv._thread.is_alive()
     with pytest.raises(OSError):
         socket.create_connection(srv.address, timeout=1)
+
+
+def test_http10_keep_alive_is_honoured_and_said(server: HttpServer) -> None:
+    with socket.create_connection(server.address, timeout=5) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /fast HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            out = sock.recv(65536)
+            assert b"Connection: keep-alive\r\n" in out and out.endswith(b"fast GET \n")

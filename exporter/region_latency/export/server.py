@@ -114,7 +114,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.parsing: _Parsing | None = None
-        self.queue: deque[tuple[Request, bool]] = deque()
+        self.queue: deque[tuple[Request, bool, str]] = deque()  # (request, keep alive, HTTP version)
         self.busy = False  # a request is with a worker
         self.writable = True
         self.closing = False
@@ -194,7 +194,7 @@ class _Connection(asyncio.Protocol):
         query = url.query.decode("latin-1") if url.query else ""
         method = self.parser.get_method().decode("latin-1")
         request = Request(method, path, query, parsing.headers, bytes(parsing.body))
-        self.queue.append((request, self.parser.should_keep_alive()))
+        self.queue.append((request, self.parser.should_keep_alive(), self.parser.get_http_version()))
         if len(self.queue) >= MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()
         self._arm(self.server.idle_timeout)
@@ -211,7 +211,7 @@ class _Connection(asyncio.Protocol):
     def _next(self) -> None:
         """Answer queued requests in order: at once when the handler can, else via a worker."""
         while self.queue and not self.busy and self.writable and not self.closing:
-            request, keep_alive = self.queue.popleft()
+            request, keep_alive, version = self.queue.popleft()
             try:
                 response = self.server.handler.respond_now(request)
             except Exception:
@@ -220,15 +220,15 @@ class _Connection(asyncio.Protocol):
             if response is None:
                 self.busy = True
                 future = self.loop.run_in_executor(self.server.workers, self.server.handler.respond, request)
-                future.add_done_callback(lambda f, r=request, k=keep_alive: self._answered(r, k, f))
+                future.add_done_callback(lambda f, r=request, k=keep_alive, v=version: self._answered(r, k, v, f))
                 return
-            self._write(request, keep_alive, response)
+            self._write(request, keep_alive, version, response)
         if self.eof and not self.queue and not self.busy:
             self._close()
         elif len(self.queue) < MAX_PIPELINED and self.transport is not None and not self.closing:
             self.transport.resume_reading()
 
-    def _answered(self, request: Request, keep_alive: bool, future: asyncio.Future[Response]) -> None:
+    def _answered(self, request: Request, keep_alive: bool, version: str, future: asyncio.Future[Response]) -> None:
         self.busy = False
         if self.closing or future.cancelled():
             return
@@ -238,12 +238,11 @@ class _Connection(asyncio.Protocol):
             response = Response.text(500, "internal error\n")
         else:
             response = future.result()
-        self._write(request, keep_alive, response)
+        self._write(request, keep_alive, version, response)
         self._next()
 
-    def _write(self, request: Request, keep_alive: bool, response: Response) -> None:
+    def _write(self, request: Request, keep_alive: bool, version: str, response: Response) -> None:
         assert self.transport is not None
-        version = self.parser.get_http_version()
         head = [_status_line(response.status), f"Date: {self.server.clock.date()}"]
         head += (f"{name}: {value}" for name, value in response.headers)
         head.append(f"Content-Length: {len(response.body)}")
