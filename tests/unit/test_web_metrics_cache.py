@@ -152,6 +152,8 @@ def test_exporter_app_serves_metrics_from_the_cache_until_a_result_arrives() -> 
     assert filtered.status == 200 and filtered.body == b'# HELP demo_value A value.\n# TYPE demo_value gauge\n' \
         + f'demo_value{{n="1"}} {counting.collects}.0\n'.encode()
     assert answer(app, request(query="nme=x")).status == 400
+    odd = answer(app, request(query="name[]=demo_value", accept="application/openmetrics-text; version=abc"))
+    assert odd.status == 200 and odd.body.startswith(b"# HELP demo_value")
     assert answer(app, request(method="POST")).status == 405
     assert answer(app, request(method="OPTIONS")).status == 200
     assert answer(app, request(path="/nope")).status == 404

@@ -269,10 +269,11 @@ class ExporterApp:
             return Response.text(400, f"unknown query parameter(s): {', '.join(sorted(unknown))} (use name[])\n")
         if not query:
             return self.metrics_cache.get(accept, accept_encoding)
-        encoder, content_type = choose_encoder(accept or "")
+        content_type, compress = _variant(accept, accept_encoding)
+        encoder, _ = choose_encoder(content_type)
         body = encoder(self.metrics.registry.restricted_registry(query["name[]"]))
         headers: tuple[tuple[str, str], ...] = (("Content-Type", content_type),)
-        if gzip_accepted(accept_encoding or ""):
+        if compress:
             body = gzip.compress(body, compresslevel=1)
             headers += (("Content-Encoding", "gzip"),)
         return Response(200, headers, body)
