@@ -255,7 +255,8 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
         "Our https phases are stamped at the socket calls: `connect` around the kernel connect alone, `tls` from "
         "the ClientHello handed to the kernel to the arrival of the server's last handshake flight (the client's "
         "own handshake CPU before and after is left out; blackbox's TLSHandshakeStart/Done include its own), "
-        "`ttfb` first request byte written -> first response byte read. The last column is our client's CPU time "
+        "`ttfb` from the request handed to the kernel to the wake-up at which the response arrived (blackbox: "
+        "gotConn -> first response byte read). The last column is our client's CPU time "
         "(thread time) in the whole handshake loop, which our `tls` leaves out (docs/PROBES.md, TLS handshake "
         "cost); the server's handshake CPU is in both contenders' errors.",
     ])

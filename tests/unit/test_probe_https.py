@@ -322,3 +322,47 @@ def test_tls_span_leaves_out_the_clients_own_handshake_cpu() -> None:
     finally:
         here.close()
         peer.close()
+
+
+def test_ttfb_ends_when_the_response_arrived_not_when_recv_returned() -> None:
+    """Stamps: request handed to the kernel -> the wake-up at which the response arrived; the client's CPU in
+    between (TLS tickets, decryption: here 50 ms slept in each recv()) is left out."""
+    here, peer = socket.socketpair()
+
+    class Sock:  # what DeadlineStream uses of a (TLS) socket
+        calls = 0
+
+        def setblocking(self, flag: bool) -> None:
+            pass
+
+        def settimeout(self, value: float | None) -> None:
+            pass
+
+        def fileno(self) -> int:
+            return here.fileno()
+
+        def send(self, data: memoryview) -> int:
+            peer.send(b"x")  # the peer answers at once: readable from now on
+            return len(data)
+
+        def recv(self, size: int) -> bytes:
+            self.calls += 1
+            time.sleep(0.05)
+            if self.calls == 1:
+                raise ssl.SSLWantReadError()  # a session ticket, processed: no application data yet
+            return b"HTTP/1.1 200 OK\r\n"
+
+    stamps = https_probe.SocketStamps()
+    stream = https_probe.DeadlineStream(Sock(), Deadline(5.0), stamps)  # type: ignore[arg-type]
+    try:
+        before = time.perf_counter()
+        stream.write(b"GET / HTTP/1.1\r\n\r\n")
+        assert stream.read(65536) == b"HTTP/1.1 200 OK\r\n"
+        returned = time.perf_counter()
+        assert stamps.first_write is not None and stamps.first_read is not None
+        assert before <= stamps.first_write <= stamps.first_read <= returned - 0.045
+        assert stream.read(65536) == b"HTTP/1.1 200 OK\r\n"  # later reads: plain recv, stamps unchanged
+        assert stamps.phases()["ttfb"] < 0.1
+    finally:
+        here.close()
+        peer.close()
