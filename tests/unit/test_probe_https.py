@@ -201,10 +201,10 @@ def test_backend_sets_nodelay_and_options_before_connecting(
     seen: dict[str, int] = {}
 
     class Recording(socket.socket):
-        def connect(self, address: Any) -> None:
+        def connect_ex(self, address: Any) -> int:
             seen["nodelay"] = self.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             seen["keepalive"] = self.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
-            super().connect(address)
+            return super().connect_ex(address)
 
     monkeypatch.setattr(https_probe.socket, "socket", Recording)
     backend = https_probe.DeadlineBackend(Deadline(2.0))

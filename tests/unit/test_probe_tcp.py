@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
 
 from region_latency.probes import ErrorKind, Target, get_probe
-from region_latency.probes.base import Deadline, parse_endpoint
+from region_latency.probes.base import Deadline, parse_endpoint, timed_connect
 from tests.support.servers import ServerGroup, free_port
 
 probe = get_probe("tcp")
@@ -93,3 +94,12 @@ def test_parse_endpoint_keeps_path_and_host_header() -> None:
     assert endpoint.host_header() == "bedrock.us-east-1.amazonaws.com:8443"
     assert parse_endpoint("https://example.com").host_header() == "example.com"
     assert parse_endpoint("example.com:80").scheme == "tcp"
+
+
+def test_timed_connect_stamps_the_kernel_events_and_reports_failures(local_servers: ServerGroup) -> None:
+    listener = local_servers.tcp()
+    with socket.socket() as sock:
+        sent, arrived = timed_connect(sock, ("127.0.0.1", listener.port), 2.0)
+        assert 0 <= arrived - sent < 1.0
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        timed_connect(sock, ("127.0.0.1", free_port()), 2.0)

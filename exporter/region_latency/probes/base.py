@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
+import os
+import select
 import socket
 import threading
 import time
@@ -255,3 +258,34 @@ def _gai_message(exc: BaseException) -> str:
     if isinstance(exc, socket.gaierror) and len(exc.args) > 1:
         return str(exc.args[1])
     return describe(exc)
+
+
+_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EALREADY})
+
+
+def timed_connect(sock: socket.socket, address: Any, budget: float) -> tuple[float, float]:
+    """Connect `sock` (its options already set) to `address` within `budget` seconds; the handshake's span on
+    the wire: (SYN handed to the kernel, the wake-up at which the handshake completed).
+
+    A non-blocking connect and a poll of our own. CPython's connect with a timeout does the same inside, but a
+    stamp around it also holds the socket call's way in and, after the wake-up, SO_ERROR and the way back to
+    Python; these stamps sit at the two kernel events (bench/BENCHMARKS.md, accuracy). TimeoutError when the
+    budget runs out; the kernel's OSError (ConnectionRefusedError, ...) when the connect fails.
+    """
+    sock.setblocking(False)
+    started = time.perf_counter()
+    code = sock.connect_ex(address)
+    sent = time.perf_counter()
+    if code == 0:  # done at once (it happens on loopback): no wake-up to stamp
+        return started, sent
+    if code not in _IN_PROGRESS:
+        raise OSError(code, os.strerror(code))
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    if not poller.poll(max(0, math.ceil((budget - (sent - started)) * 1000))):
+        raise TimeoutError(f"connect did not finish within {budget:.3g}s")
+    arrived = time.perf_counter()
+    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code:
+        raise OSError(code, os.strerror(code))
+    return sent, arrived

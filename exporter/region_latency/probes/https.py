@@ -57,6 +57,7 @@ from region_latency.probes.base import (
     describe,
     parse_endpoint,
     resolve,
+    timed_connect,
 )
 
 MAX_BODY = 64 * 1024
@@ -351,7 +352,7 @@ class DeadlineBackend(httpcore.NetworkBackend):
         """Connect to `host` (an IP address: the probe resolves names itself, as its own `dns` phase).
 
         Socket, TCP_NODELAY, options and source address are set up first; the stamp covers only the
-        connect, which CPython runs non-blocking (connect, then poll for at most `budget`, then SO_ERROR).
+        handshake on the wire: SYN handed to the kernel -> the wake-up at which it completed (`timed_connect`).
         """
         budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
         try:  # numeric only: a name here would be a DNS lookup hidden in `connect` and outside the deadline
@@ -366,10 +367,7 @@ class DeadlineBackend(httpcore.NetworkBackend):
                 sock.setsockopt(*option)
             if local_address is not None:
                 sock.bind((local_address, 0))
-            sock.settimeout(budget)
-            started = time.perf_counter()
-            sock.connect(sockaddr)
-            ended = time.perf_counter()
+            started, ended = timed_connect(sock, sockaddr, budget)
         except TimeoutError as exc:
             sock.close()
             raise httpcore.ConnectTimeout(f"connect did not finish within {budget:.3g}s") from exc

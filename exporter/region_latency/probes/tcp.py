@@ -1,7 +1,8 @@
 """The `tcp` probe: how long a TCP handshake to the endpoint takes (one network round trip).
 
 DNS is resolved and timed first (phase `dns`) and kept out of the latency, which is the connect
-time alone (phase `connect`). Nothing is sent: the socket is closed right after the handshake.
+time alone (phase `connect`: SYN handed to the kernel -> the wake-up at which the handshake completed,
+`base.timed_connect`). Nothing is sent: the socket is closed right after the handshake.
 
 Options (Target.options): `port` (overrides the URL's port), `ip_version` (4, 6 or None).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import time
 from types import MappingProxyType
 
 from region_latency.probes.base import (
@@ -23,6 +23,7 @@ from region_latency.probes.base import (
     describe,
     parse_endpoint,
     resolve,
+    timed_connect,
 )
 
 _REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET})
@@ -61,17 +62,15 @@ def connect_time(family: socket.AddressFamily, address: str, port: int, deadline
         raise ProbeError(ErrorKind.TIMEOUT, f"no time left to connect to {address}:{port}")
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(budget)
-        started = time.perf_counter()
         try:
-            sock.connect((address, port))
+            sent, arrived = timed_connect(sock, (address, port), budget)
         except TimeoutError:
             raise ProbeError(
                 ErrorKind.TIMEOUT, f"connect to {address}:{port} timed out after {deadline.timeout:g}s"
             ) from None
         except OSError as exc:
             raise ProbeError(connect_error_kind(exc), f"connect to {address}:{port}: {describe(exc)}") from None
-        return time.perf_counter() - started
+        return arrived - sent
 
 
 def connect_error_kind(exc: OSError) -> ErrorKind:
