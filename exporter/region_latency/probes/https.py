@@ -37,10 +37,10 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import certifi
 import httpcore
@@ -405,27 +405,11 @@ class DeadlineStream(httpcore.NetworkStream):
         """The read that ends `ttfb`, in a loop of our own so that the stamp is the wake-up at which the response's
         first bytes arrived, not the return of `recv()`: the TLS session tickets that arrive first and the
         record decryption are the client's CPU (about 0.1 ms with OpenSSL), not the round trip."""
-        sock, until = self._sock, time.perf_counter() + budget
+        sock = self._sock
         sock.setblocking(False)
-        poller = select.poll()
-        arrived: float | None = None
         try:
-            while True:
-                try:
-                    data = sock.recv(max_bytes)
-                    break
-                except (ssl.SSLWantReadError, BlockingIOError):
-                    events = select.POLLIN
-                except ssl.SSLWantWriteError:  # a TLS renegotiation or key update wants to write first
-                    events = select.POLLOUT
-                left = until - time.perf_counter()
-                if left <= 0:
-                    raise httpcore.ReadTimeout("no response before the deadline")
-                poller.register(sock, events)
-                if not poller.poll(math.ceil(left * 1000)):
-                    raise httpcore.ReadTimeout("no response before the deadline")
-                if events == select.POLLIN:
-                    arrived = time.perf_counter()
+            data, _, arrived = _run_waiting(lambda: sock.recv(max_bytes), sock, time.perf_counter() + budget,
+                                            httpcore.ReadTimeout, "no response before the deadline")
         except OSError as exc:
             raise httpcore.ReadError(describe(exc)) from exc
         if data:
@@ -503,34 +487,45 @@ def _handshake(tls: ssl.SSLSocket, until: float) -> tuple[float, float]:
     ConnectError, running out of time ConnectTimeout.
     """
     tls.setblocking(False)
-    poller = select.poll()
-    poller.register(tls, select.POLLIN)
     started = time.perf_counter()
-    sent: float | None = None  # the first flight is out: do_handshake() wrote it, then found nothing to read
-    arrived: float | None = None  # the last wake-up for data before the handshake completed
     try:
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                events = select.POLLIN
-                if sent is None:
-                    sent = time.perf_counter()
-            except ssl.SSLWantWriteError:
-                events = select.POLLOUT
-            left = until - time.perf_counter()
-            if left <= 0:
-                raise httpcore.ConnectTimeout("TLS handshake did not finish before the deadline")
-            poller.modify(tls, events)
-            if not poller.poll(math.ceil(left * 1000)):
-                raise httpcore.ConnectTimeout("TLS handshake did not finish before the deadline")
-            if events == select.POLLIN:
-                arrived = time.perf_counter()
+        _, sent, arrived = _run_waiting(tls.do_handshake, tls, until, httpcore.ConnectTimeout,
+                                        "TLS handshake did not finish before the deadline")
     except OSError as exc:  # ssl.SSLError is an OSError
         raise httpcore.ConnectError(describe(exc)) from exc
     done = time.perf_counter()
     return (started if sent is None else sent), (done if arrived is None else arrived)
+
+
+_T = TypeVar("_T")
+
+
+def _run_waiting(call: Callable[[], _T], sock: socket.socket, until: float, timeout: type[Exception],
+                 message: str) -> tuple[_T, float | None, float | None]:
+    """Call `call` (an operation on the non-blocking `sock`) until it completes, polling for what it waits for
+    and never past `until` (perf_counter; then `timeout(message)`). Returns its result, when it first had to
+    wait for data (what it wrote is the kernel's by then), and the last wake-up for data before it completed."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    first_wait: float | None = None
+    last_wake: float | None = None
+    while True:
+        try:
+            return call(), first_wait, last_wake
+        except (ssl.SSLWantReadError, BlockingIOError):
+            events = select.POLLIN
+            if first_wait is None:
+                first_wait = time.perf_counter()
+        except ssl.SSLWantWriteError:  # a TLS renegotiation or key update wants to write first
+            events = select.POLLOUT
+        left = until - time.perf_counter()
+        if left <= 0:
+            raise timeout(message)
+        poller.modify(sock, events)
+        if not poller.poll(math.ceil(left * 1000)):
+            raise timeout(message)
+        if events == select.POLLIN:
+            last_wake = time.perf_counter()
 
 
 def _budget(deadline: Deadline, timeout: float | None, expired: type[Exception]) -> float:
