@@ -16,8 +16,9 @@ from urllib.parse import quote
 
 import yaml
 
-from bench.common import http_get, stop_process, wait_until
+from bench.common import http_get, wait_until
 from region_latency.netsim import RegionSimulator
+from region_latency.netsim.control import stop_process
 
 BINARY_CANDIDATES = ("/usr/bin/prometheus-blackbox-exporter", "prometheus-blackbox-exporter", "blackbox_exporter")
 PORT = 9115

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from region_latency.netsim import RegionSimulator, RegionSpec
+from region_latency.netsim.control import stop_process
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -383,14 +384,3 @@ def bench_main(argv: Sequence[str] | None, *, module: str, doc: str | None, opti
     from bench.report import finish
 
     return finish(run(args.value), write=not args.no_report)
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float) -> int:
-    """SIGTERM (unless it already exited), wait up to `timeout` seconds, then SIGKILL; the exit code."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()

@@ -47,6 +47,7 @@ from bench.common import (
 )
 from bench.report import SECTIONS, section_header
 from region_latency.netsim import RegionSimulator
+from region_latency.netsim.control import stop_process
 
 REGIONS = 35
 LEVELS = (1, 10, 50)
@@ -238,9 +239,8 @@ def run(levels: Sequence[int] = LEVELS, rounds: int = ROUNDS) -> BenchResult:
     finally:
         if exporter is not None:
             exporter.stop()
-        if bare is not None and bare.poll() is None:
-            bare.terminate()
-            bare.wait(10)
+        if bare is not None:
+            stop_process(bare, 10)
         sim.close()
     return report(loads, {"exporter": ours, "bare": base}, filled, rss, levels, rounds,
                   time.monotonic() - started, busy)

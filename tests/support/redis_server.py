@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from tests.support.processes import stop_process
+from region_latency.netsim.control import stop_process
 from tests.support.servers import free_port
 
 

@@ -20,6 +20,19 @@ from typing import Any
 import region_latency
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """SIGTERM (unless it already exited), wait up to `timeout` seconds, then SIGKILL; the exit code.
+
+    For every child process the simulator, the tests and the benchmarks start."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 class WorkerError(RuntimeError):
     """A worker failed to start, answered with an error, or died."""
 
@@ -135,12 +148,7 @@ class WorkerProcess:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_process(proc, timeout)
         for stream in (proc.stdin, proc.stdout):
             if stream is not None and not stream.closed:
                 stream.close()

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from region_latency.netsim import netns
 from region_latency.netsim.certs import hostname, make_certs
-from region_latency.netsim.control import WorkerError, WorkerProcess
+from region_latency.netsim.control import WorkerError, WorkerProcess, stop_process
 from region_latency.netsim.delayline import SPIN_NS
 from region_latency.netsim.spec import RegionSpec
 from region_latency.netsim.tun import MTU
@@ -173,13 +173,7 @@ class RegionSimulator:
 
     def _stop_all(self) -> None:
         for proc in self._clients:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(2)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, 2)
         self._clients.clear()
         for worker in (self._servers, self._delayline):
             if worker is not None:
