@@ -222,7 +222,7 @@ class _Connection(asyncio.Protocol):
                 future = self.loop.run_in_executor(self.server.workers, self.server.handler.respond, request)
                 future.add_done_callback(lambda f, r=request, k=keep_alive, v=version: self._answered(r, k, v, f))
                 return
-            self._write(request, keep_alive, version, response)
+            self._write(response, keep_alive, version, head_only=request.method == "HEAD")
         if self.eof and not self.queue and not self.busy:
             self._close()
         elif len(self.queue) < MAX_PIPELINED and self.transport is not None and not self.closing:
@@ -238,10 +238,10 @@ class _Connection(asyncio.Protocol):
             response = Response.text(500, "internal error\n")
         else:
             response = future.result()
-        self._write(request, keep_alive, version, response)
+        self._write(response, keep_alive, version, head_only=request.method == "HEAD")
         self._next()
 
-    def _write(self, request: Request, keep_alive: bool, version: str, response: Response) -> None:
+    def _write(self, response: Response, keep_alive: bool, version: str, *, head_only: bool = False) -> None:
         assert self.transport is not None
         head = [_status_line(response.status), f"Date: {self.server.clock.date()}"]
         head += (f"{name}: {value}" for name, value in response.headers)
@@ -251,7 +251,7 @@ class _Connection(asyncio.Protocol):
         elif version == "1.0":
             head.append("Connection: keep-alive")
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        self.transport.write(data if request.method == "HEAD" else data + response.body)
+        self.transport.write(data if head_only else data + response.body)
         if not keep_alive:
             self._close()
 
@@ -260,11 +260,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is None or self.closing:
             return
         self.queue.clear()
-        body = f"{message}\n".encode()
-        head = (f"{_status_line(status)}\r\nDate: {self.server.clock.date()}\r\n"
-                f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-        self.transport.write(head.encode("latin-1") + body)
-        self._close()
+        self._write(Response.text(status, f"{message}\n"), keep_alive=False, version="1.1")
 
     def _close(self) -> None:
         self.closing = True
