@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from region_latency.export.prometheus import RegionLatencyCollector
 from region_latency.export.text import render_targets
@@ -67,3 +68,31 @@ def test_same_text_after_any_results(results: list[tuple[str, float | None, Erro
             state.record(region, ProbeResult(latency, {"connect": latency / 2, "ttfb": latency}, status=status))
     snaps = [state.snapshot()]
     assert render_targets(snaps) == reference(snaps)
+
+
+def bound_samples() -> TargetSnapshot:
+    """Samples exactly on bucket bounds (0.001, 0.1, 5.0, the last finite one) and just above the last one."""
+    state = TargetState(TargetInfo("t", "svc", "tcp"), ["on-bounds"], RegionLatencyTracker(), PlainRanking(),
+                        clock=lambda: 1000.0)
+    for latency in (0.001, 0.1, 0.1, 5.0, 5.000001):
+        state.record("on-bounds", ProbeResult(latency, {"connect": latency}))
+    return state.snapshot()
+
+
+# `le` means less than or equal: a sample on a bound counts in that bound's bucket (cumulative counts).
+ON_BOUNDS = {"0.001": 1, "0.0025": 1, "0.075": 1, "0.1": 3, "0.15": 3, "2.0": 3, "5.0": 4, "+Inf": 5}
+
+
+def bucket_counts(text: str) -> dict[str, float]:
+    return {sample.labels["le"]: sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name == "region_latency_sample_seconds_bucket"}
+
+
+def test_a_sample_on_a_bucket_bound_counts_in_that_bucket() -> None:
+    snaps = [bound_samples()]
+    text = render_targets(snaps)
+    counts = bucket_counts(text)
+    assert {le: counts[le] for le in ON_BOUNDS} == ON_BOUNDS
+    assert 'region_latency_sample_seconds_count{probe="tcp",region="on-bounds",service="svc",target="t"} 5.0' in text
+    assert text == reference(snaps)

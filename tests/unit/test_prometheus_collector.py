@@ -83,3 +83,17 @@ def test_output_passes_promtool() -> None:
     text = generate_latest(build_registry(lambda: [make_state().snapshot()])).decode()
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)
     assert check.returncode == 0 and not (check.stdout + check.stderr).strip(), check.stdout + check.stderr
+
+
+def test_a_sample_on_a_bucket_bound_counts_in_that_bucket() -> None:
+    """`le` is less than or equal: 0.1 s counts in le="0.1", 5.0 s (the last finite bound) in le="5.0"."""
+    state = TargetState(TargetInfo("t", "svc", "tcp"), ["on-bounds"], RegionLatencyTracker(), PlainRanking(),
+                        clock=lambda: 1000.0)
+    for latency in (0.001, 0.1, 0.1, 5.0, 5.000001):
+        state.record("on-bounds", ProbeResult(latency, {"connect": latency}))
+    m = parsed(generate_latest(build_registry(lambda: [state.snapshot()])).decode())
+    buckets = {lb["le"]: v for lb, v in m["region_latency_sample_seconds_bucket"]}
+    assert {le: buckets[le] for le in ("0.001", "0.0025", "0.075", "0.1", "0.15", "2.0", "5.0", "+Inf")} == {
+        "0.001": 1, "0.0025": 1, "0.075": 1, "0.1": 3, "0.15": 3, "2.0": 3, "5.0": 4, "+Inf": 5}
+    assert by_region(m["region_latency_sample_seconds_count"]) == {"on-bounds": 5}
+    assert by_region(m["region_latency_sample_seconds_sum"]) == {"on-bounds": pytest.approx(10.201001)}
