@@ -96,3 +96,19 @@ def test_a_sample_on_a_bucket_bound_counts_in_that_bucket() -> None:
     assert {le: counts[le] for le in ON_BOUNDS} == ON_BOUNDS
     assert 'region_latency_sample_seconds_count{probe="tcp",region="on-bounds",service="svc",target="t"} 5.0' in text
     assert text == reference(snaps)
+
+
+def test_numbers_are_formatted_as_prometheus_client_does() -> None:
+    """Whole floats, -0.0, ints past the writer's table of small ints, huge and tiny values."""
+    state = TargetState(TargetInfo("t", "svc", "https"), ["r"], RegionLatencyTracker(), PlainRanking(),
+                        clock=lambda: 1000.0)
+    for _ in range(5000):
+        state.record("r", ProbeResult(0.0005, {"connect": 0.0005}))
+    state.record("r", ProbeResult(2.0, {"dns": -0.0, "connect": 0.0, "tls": 1e-9, "ttfb": 2.0, "total": 1e22},
+                                  status=599))
+    snaps = [state.snapshot()]
+    text = render_targets(snaps)
+    assert 'region_latency_probes_total{probe="https",region="r",service="svc",target="t"} 5001.0' in text
+    assert 'region_latency_probe_duration_seconds{phase="dns",probe="https",region="r",service="svc",target="t"} -0.0' \
+        in text
+    assert text == reference(snaps)

@@ -220,7 +220,7 @@ class _Connection(asyncio.Protocol):
             if response is None:
                 self.busy = True
                 future = self.loop.run_in_executor(self.server.workers, self.server.handler.respond, request)
-                future.add_done_callback(lambda f, r=request, k=keep_alive, v=version: self._answered(r, k, v, f))
+                future.add_done_callback(functools.partial(self._answered, request, keep_alive, version))
                 return
             self._write(response, keep_alive, version, head_only=request.method == "HEAD")
         if self.eof and not self.queue and not self.busy:
