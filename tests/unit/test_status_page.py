@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from region_latency.export.web import render_index
+from region_latency.export.status_page import render_index
 from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import PlainRanking
 from region_latency.state import TargetInfo, TargetState

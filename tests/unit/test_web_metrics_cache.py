@@ -10,10 +10,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from region_latency.export.metrics_cache import MAX_VARIANTS, MetricsCache
 from region_latency.export.prometheus import ExporterRegistry, RegionLatencyCollector
+from region_latency.export.routes import ExporterApp, WebHooks
 from region_latency.export.server import Request, Response
 from region_latency.export.text import render_targets
-from region_latency.export.web import MAX_VARIANTS, ExporterApp, MetricsCache, WebHooks
 from region_latency.probes.base import ProbeResult
 from region_latency.ranking import PlainRanking
 from region_latency.state import TargetInfo, TargetState

@@ -1,0 +1,171 @@
+"""Request routing: which path answers what, and where (the event loop, or a worker thread).
+
+/metrics comes from the metrics cache (export/metrics_cache.py), `/` from export/status_page.py; /regions (JSON),
+health, readiness and reload are answered here. Every handler reads snapshots, so no request waits on a probe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from region_latency import __version__
+from region_latency.export.metrics_cache import MetricsCache, render_filtered, snapshot_generation
+from region_latency.export.prometheus import ExporterRegistry
+from region_latency.export.server import Request, Response
+from region_latency.export.status_page import render_index
+from region_latency.state import TargetSnapshot
+
+
+@dataclass(frozen=True)
+class WebHooks:
+    """What the web side needs from the running exporter."""
+
+    snapshots: Callable[[], Sequence[TargetSnapshot]]
+    ready: Callable[[], bool]
+    reload: Callable[[], str | None]  # returns an error message, or None on success
+
+
+_Route = tuple[tuple[str, ...], Callable[[Request], Response]]
+
+
+class ExporterApp:
+    """Routes requests. Cheap answers (cached /metrics, health, readiness, errors) are given on the event loop;
+    renders, /regions, the status page and reloads run on a worker thread."""
+
+    def __init__(self, metrics: ExporterRegistry, hooks: WebHooks, *, metrics_max_age: float = 1.0) -> None:
+        self.hooks = hooks
+        self.metrics = metrics
+        self.metrics_cache = MetricsCache(metrics, lambda: snapshot_generation(hooks.snapshots()),
+                                          max_age=metrics_max_age)
+        self._now: dict[str, _Route] = {
+            "/-/healthy": (("GET", "HEAD"), lambda _r: Response.text(200, "Healthy.\n")),
+            "/-/ready": (("GET", "HEAD"), self._ready),
+        }
+        self._later: dict[str, _Route] = {
+            "/": (("GET", "HEAD"), self._index),
+            "/regions": (("GET", "HEAD"), self._regions),
+            "/-/reload": (("POST", "PUT"), self._reload),
+        }
+
+    def respond_now(self, request: Request) -> Response | None:
+        path, method = request.path, request.method
+        if path == "/metrics":
+            if method == "OPTIONS":
+                return Response(200, (("Allow", "OPTIONS, GET, HEAD"),))
+            if method not in ("GET", "HEAD"):
+                return _not_allowed(path, ("OPTIONS", "GET", "HEAD"))
+            if request.query:
+                return None
+            return self.metrics_cache.cached(request.header("accept"), request.header("accept-encoding"))
+        if path in self._later:
+            allowed, _ = self._later[path]
+            return None if request.method in allowed else _not_allowed(path, allowed)
+        if path not in self._now:
+            return Response.text(404, f"no such page: {path}\n")
+        return self._route(self._now[path], request)
+
+    def respond(self, request: Request) -> Response:
+        if request.path == "/metrics":
+            return self._metrics(request)
+        return self._route(self._later[request.path], request)
+
+    def _route(self, route: _Route, request: Request) -> Response:
+        allowed, handler = route
+        if request.method not in allowed:
+            return _not_allowed(request.path, allowed)
+        return handler(request)
+
+    def _metrics(self, request: Request) -> Response:
+        accept, accept_encoding = request.header("accept"), request.header("accept-encoding")
+        query = parse_qs(request.query)
+        unknown = set(query) - {"name[]"}
+        if unknown:
+            return Response.text(400, f"unknown query parameter(s): {', '.join(sorted(unknown))} (use name[])\n")
+        if not query:
+            return self.metrics_cache.get(accept, accept_encoding)
+        return render_filtered(self.metrics, query["name[]"], accept, accept_encoding)
+
+    def _ready(self, _request: Request) -> Response:
+        if self.hooks.ready():
+            return Response.text(200, "Ready.\n")
+        return Response.text(503, "Not ready: no sweep finished and no cached ranking yet.\n")
+
+    def _reload(self, _request: Request) -> Response:
+        error = self.hooks.reload()
+        if error is None:
+            return Response.text(200, "Reloaded.\n")
+        return Response.text(500, f"reload failed: {error}\n")
+
+    def _regions(self, request: Request) -> Response:
+        query = parse_qs(request.query)
+        unknown = set(query) - {"service", "target"}
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            return Response.text(400, f"unknown query parameter(s): {names} (use service, target)\n")
+        document = regions_document(
+            self.hooks.snapshots(),
+            service=query.get("service", [None])[0],
+            target=query.get("target", [None])[0],
+        )
+        body = json.dumps(document, indent=2, default=_json_default, allow_nan=False).encode() + b"\n"
+        return Response(200, (("Content-Type", "application/json"),), body)
+
+    def _index(self, _request: Request) -> Response:
+        return Response(200, (("Content-Type", "text/html; charset=utf-8"),),
+                        render_index(self.hooks.snapshots(), self.hooks.ready()))
+
+
+def _not_allowed(path: str, allowed: Sequence[str]) -> Response:
+    return Response.text(405, f"{path} takes {' or '.join(allowed)}\n", ("Allow", ", ".join(allowed)))
+
+
+def regions_document(snapshots: Sequence[TargetSnapshot], *, service: str | None = None,
+                     target: str | None = None) -> dict[str, Any]:
+    """The /regions JSON: per target, every region in published order with its state."""
+    out = []
+    for snap in snapshots:
+        if (service and snap.info.service != service) or (target and snap.info.name != target):
+            continue
+        regions = []
+        for entry in snap.ranking.entries:
+            stats = snap.tracker.regions.get(entry.region)
+            last = snap.last_probe.get(entry.region)
+            regions.append({
+                "region": entry.region,
+                "rank": entry.rank,
+                "state": entry.state.value,
+                "ema_seconds": entry.ema,
+                "samples": entry.samples,
+                "last_sample_at": stats.last_sample_at if stats else None,
+                "consecutive_failures": stats.consecutive_failures if stats else 0,
+                "failures_total": stats.failures_total if stats else 0,
+                "last_probe": None if last is None else {
+                    "at": last.at,
+                    "success": last.success,
+                    "phases_seconds": dict(last.phases),
+                    "status": last.status,
+                    "error": last.error,
+                    "detail": last.detail,
+                },
+            })
+        out.append({
+            "name": snap.info.name,
+            "service": snap.info.service,
+            "probe": snap.info.probe,
+            "fastest": snap.ranking.fastest,
+            "margin_seconds": snap.ranking.margin,
+            "regions": regions,
+        })
+    return {"generated_at": time.time(), "version": __version__, "targets": out}
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
