@@ -1,14 +1,20 @@
-"""export/text.py writes exactly what prometheus_client's generate_latest makes of the collector's families."""
+"""export/text.py writes exactly what prometheus_client's generate_latest makes of the collector's families.
+
+Both read the same family table (export/families.py), so what these tests hold is the serializer: label blocks,
+escaping, number format, order, HELP and TYPE lines."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from region_latency.export.prometheus import RegionLatencyCollector
-from region_latency.export.text import render_targets
+from region_latency.export.families import Family, HistogramFamily, Kind, Scope
+from region_latency.export.prometheus import RegionLatencyCollector, metrics
+from region_latency.export.text import render, render_targets
 from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import PlainRanking, TrustedRanking
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
@@ -112,3 +118,39 @@ def test_numbers_are_formatted_as_prometheus_client_does() -> None:
     assert 'region_latency_probe_duration_seconds{phase="dns",probe="https",region="r",service="svc",target="t"} -0.0' \
         in text
     assert text == reference(snaps)
+
+
+@dataclass(frozen=True)
+class Thing:
+    """A source other than a target snapshot: what a later table (say, the exporter's own status) reads."""
+
+    name: str
+    values: dict[str, float]
+
+
+def test_any_table_over_any_source() -> None:
+    """The serializer takes a table, its sources and their identity labels: a new table needs no new writer."""
+    table = (
+        Family[Thing](name="demo_values_total", kind=Kind.COUNTER, unit="1", scope=Scope.REGION,
+                      help="Back\\slash\nnewline.", extra_labels=("why", "le_not"),
+                      read=lambda thing: ((key, ("a\"b", "x\ny"), value) for key, value in thing.values.items())),
+        Family[Thing](name="demo_size", kind=Kind.GAUGE, unit="1", scope=Scope.TARGET, help="Size.",
+                      read=lambda thing: [(None, (), len(thing.values))]),
+        HistogramFamily[Thing](name="demo_wait_seconds", kind=Kind.HISTOGRAM, unit="s", scope=Scope.TARGET,
+                               help="Waits.", extra_labels=("kind",), buckets=(0.5, 1.0),
+                               read=lambda thing: [(None, ("k",), ((1, 2, 7), 12.25))]),
+    )
+    things = [Thing('n"1', {"r1": 3.0, "r\\2": -0.0, "r3": 1e-12}), Thing("n2", {})]
+
+    def identity(thing: Thing) -> tuple[str, ...]:
+        return thing.name, "svc", "kind"
+
+    class Reference:
+        def collect(self) -> object:
+            return metrics(table, things, identity)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Reference())  # type: ignore[arg-type]
+    text = render(table, things, identity)
+    assert text == generate_latest(registry).decode()
+    assert 'demo_wait_seconds_bucket{kind="k",le="1.0",probe="kind",service="svc",target="n2"} 2.0' in text

@@ -60,7 +60,7 @@ class Scope(Enum):
         return labels
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class FamilyInfo:
     """What a family is, independent of how it is read or published."""
 
@@ -85,14 +85,14 @@ class FamilyInfo:
         return (*self.scope.labels, *self.extra_labels)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Family(FamilyInfo, Generic[Source]):
     """A gauge or a counter: one value per series."""
 
     read: Callable[[Source], Iterable[Sample]]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class HistogramFamily(FamilyInfo, Generic[Source]):
     """A histogram: cumulative counts per bucket bound (`le`), and the sum."""
 
