@@ -342,10 +342,7 @@ def client_san_allowed(peercert: Mapping[str, Any] | None, allowed: tuple[str, .
     """exporter-toolkit's client_allowed_sans: some DNS, email, IP or URI SAN of the client equals an entry."""
     if not peercert:
         return False
-    for _kind, value in peercert.get("subjectAltName", ()):
-        if str(value).strip() in allowed:
-            return True
-    return False
+    return any(str(value).strip() in allowed for _kind, value in peercert.get("subjectAltName", ()))
 
 
 # --- basic auth ---------------------------------------------------------------------------------------------------
