@@ -25,11 +25,11 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Protocol
+from typing import Any, Protocol
 
 import httptools
 
@@ -142,6 +142,13 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.last_active = self.loop.time()
+        accept_peer = self.server.accept_peer
+        if (accept_peer is not None and self.server.ssl_context is not None
+                and not accept_peer(transport.get_extra_info("peercert"))):
+            log.debug("client certificate of %s refused (client_allowed_sans)", transport.get_extra_info("peername"))
+            self.closing = True
+            transport.abort()
+            return
         if not self.server.admit(self):
             return
         self.server.connections.add(self)
@@ -424,12 +431,14 @@ class HttpServer:
 
     def __init__(self, handler: Handler, host: str, port: int, *, workers: int = 4,
                  request_timeout: float = REQUEST_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
-                 max_connections: int | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+                 max_connections: int | None = None, ssl_context: ssl.SSLContext | None = None,
+                 accept_peer: Callable[[Mapping[str, Any] | None], bool] | None = None) -> None:
         self.handler = handler
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections or connection_limit()
         self.ssl_context = ssl_context
+        self.accept_peer = accept_peer  # checks a TLS client's certificate after the handshake
         self.refused = 0  # connections turned away because every slot was busy
         self.evicted = 0  # idle connections closed to make room
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
