@@ -22,6 +22,7 @@ SECTIONS: dict[str, str] = {
     "scrape": "3. Scrape cost",
     "footprint": "4. Footprint",
     "warmstart": "5. Warm start",
+    "server": "6. HTTP server: ours against uvicorn",
 }
 OWNED = {SUMMARY, *SECTIONS.values()}
 TITLE = "# Benchmarks"

@@ -19,15 +19,17 @@ import email.utils
 import functools
 import logging
 import math
+import resource
 import socket
+import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Protocol
+from typing import Any, Protocol
 
 import httptools
 
@@ -38,6 +40,13 @@ MAX_BODY_BYTES = 64 * 1024  # nothing here takes a body: /-/reload ignores it
 REQUEST_TIMEOUT = 10.0  # from a request's first byte to its last (slow-loris); Go's ReadHeaderTimeout, in spirit
 IDLE_TIMEOUT = 300.0  # an idle keep-alive connection; Prometheus keeps its own for 5 minutes
 MAX_PIPELINED = 16  # requests queued on one connection before it stops reading
+MAX_HEADERS = 100  # header lines in one request (each also counts 4 bytes of framing towards MAX_HEAD_BYTES)
+FEED_SLICE = 4 * 1024  # bytes parsed per turn: a client pipelining megabytes cannot hold the loop
+LINGER_SECONDS = 2.0  # after a final error answer: reading (and dropping) what the client still sends
+LINGER_BYTES = 1024 * 1024  # ... at most this much, so that the client reads the answer, not a reset
+MAX_LINGERING = 64  # refused connections lingering at once; beyond, they are closed at once
+MAX_CONNECTIONS = 512  # open connections; at the limit a new one evicts the longest-idle one (docs/OPERATIONS.md)
+FD_RESERVE = 256  # file descriptors kept free for probes, the cache and the log when sizing MAX_CONNECTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,7 @@ class _Parsing:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytearray = field(default_factory=bytearray)
     head_bytes: int = 0
+    header_count: int = 0
 
 
 class _HttpError(Exception):
@@ -120,14 +130,30 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.eof = False  # the client sent everything it will send
         self.expires_at = math.inf  # loop time; the server's sweep closes (or 408s) the connection after it
+        self.pending = bytearray()  # received but not parsed yet: the queue was full, or the turn ended
+        self.feeding = False  # a turn of parsing `pending` is scheduled
+        self.failure: tuple[int, str] | None = None  # a 4xx to send once the requests before it are answered
+        self.last_active = 0.0  # loop time of the latest request (or of the connection): eviction order
+        self.lingering = -1  # bytes dropped since the final answer; -1 while not lingering
 
     # -- transport events --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.last_active = self.loop.time()
+        accept_peer = self.server.accept_peer
+        if (accept_peer is not None and self.server.ssl_context is not None
+                and not accept_peer(transport.get_extra_info("peercert"))):
+            log.debug("client certificate of %s refused (client_allowed_sans)", transport.get_extra_info("peername"))
+            self.closing = True
+            transport.abort()
+            return
+        if not self.server.admit(self):
+            return
         self.server.connections.add(self)
-        self._arm(self.server.idle_timeout)
+        # a connection that never sends a byte is given the time to send a request, not the idle keep-alive time
+        self._arm(min(self.server.request_timeout, self.server.idle_timeout))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -135,27 +161,68 @@ class _Connection(asyncio.Protocol):
         self._disarm()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.lingering >= 0:
+            self.lingering += len(data)
+            if self.lingering > LINGER_BYTES:
+                self._close()
             return
+        if self.closing or self.failure is not None:
+            return
+        self.pending += data
+        if not self.feeding:
+            self._feed()
+
+    def _feed(self) -> None:
+        """Parse what was received, one slice per turn while the queue has room (fair to other connections).
+
+        `feeding` is set while a turn is scheduled or running, so that answering (`_next`) does not schedule
+        a second one: exactly one turn per connection per loop iteration.
+        """
+        self.feeding = True
+        if not (self.closing or self.failure is not None or not self.pending or len(self.queue) >= MAX_PIPELINED):
+            chunk = bytes(self.pending[:FEED_SLICE])
+            del self.pending[:FEED_SLICE]
+            self._parse(chunk)
+        self.feeding = False
+        if self.pending and self.failure is None and not self.closing and len(self.queue) < MAX_PIPELINED:
+            self.feeding = True
+            self.loop.call_soon(self._feed)
+        self._pause_if_full()
+
+    def _pause_if_full(self) -> None:
+        if self.transport is None or self.closing:
+            return
+        if self.pending or len(self.queue) >= MAX_PIPELINED or self.failure is not None:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def _parse(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+            self._refuse(400, "protocol upgrades are not supported")
         except httptools.HttpParserCallbackError as error:  # one of ours, raised in a callback
             cause = error.__context__
-            if not isinstance(cause, _HttpError):
-                raise
-            self._fail(cause.status, str(cause))
+            if isinstance(cause, _HttpError):
+                self._refuse(cause.status, str(cause))
+            else:
+                log.error("request parsing failed", exc_info=cause)
+                self._refuse(400, "malformed request")
         except httptools.HttpParserError as error:
-            self._fail(400, f"malformed request: {error}")
+            self._refuse(400, f"malformed request: {error}")
 
     def eof_received(self) -> bool:
         # A client that half-closes after its request still gets its answers; then the connection ends.
         self.eof = True
-        return bool(self.queue or self.busy)
+        if self.lingering >= 0:
+            return False
+        return bool(self.queue or self.busy or self.pending)
 
     def pause_writing(self) -> None:
+        # The client is not reading what it asked for: give it the time to send a request to start reading.
         self.writable = False
+        self._arm(self.server.request_timeout)
 
     def resume_writing(self) -> None:
         self.writable = True
@@ -173,12 +240,25 @@ class _Connection(asyncio.Protocol):
         self.parsing.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(name + value)
+        self._count_head(name + value, framing=4)  # ": " and CRLF: empty names and values still cost bytes
         assert self.parsing is not None
+        self.parsing.header_count += 1
+        if self.parsing.header_count > MAX_HEADERS:
+            raise _HttpError(431, f"over {MAX_HEADERS} header fields")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers = self.parsing.headers
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        assert self.parsing is not None
+        expect = self.parsing.headers.get("expect")
+        if expect is None:
+            return
+        if expect.lower() != "100-continue":
+            raise _HttpError(417, f"unsupported Expect: {expect}")
+        if self.parser.get_http_version() == "1.1" and not self.queue and not self.busy and self.transport:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # in order: nothing is owed before it
 
     def on_body(self, body: bytes) -> None:
         assert self.parsing is not None
@@ -189,20 +269,27 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parsing, self.parsing = self.parsing, None
         assert parsing is not None
-        url = httptools.parse_url(bytes(parsing.url))
+        if self.parser.should_upgrade():
+            raise _HttpError(400, "protocol upgrades are not supported")
+        method = self.parser.get_method().decode("latin-1")
+        if method == "CONNECT":
+            raise _HttpError(400, "CONNECT is not supported")
+        try:
+            url = httptools.parse_url(bytes(parsing.url))
+        except httptools.HttpParserInvalidURLError:
+            raise _HttpError(400, "invalid request target") from None
         path = url.path.decode("latin-1") if url.path else "/"
         query = url.query.decode("latin-1") if url.query else ""
-        method = self.parser.get_method().decode("latin-1")
         request = Request(method, path, query, parsing.headers, bytes(parsing.body))
         self.queue.append((request, self.parser.should_keep_alive(), self.parser.get_http_version()))
-        if len(self.queue) >= MAX_PIPELINED and self.transport is not None:
-            self.transport.pause_reading()
-        self._arm(self.server.idle_timeout)
+        self.last_active = self.loop.time()
+        if self.writable:  # else the write-stall deadline set by pause_writing stands
+            self._arm(self.server.idle_timeout)
         self._next()
 
-    def _count_head(self, chunk: bytes) -> None:
+    def _count_head(self, chunk: bytes, framing: int = 0) -> None:
         assert self.parsing is not None
-        self.parsing.head_bytes += len(chunk)
+        self.parsing.head_bytes += len(chunk) + framing
         if self.parsing.head_bytes > MAX_HEAD_BYTES:
             raise _HttpError(431, f"request head over {MAX_HEAD_BYTES} bytes")
 
@@ -223,10 +310,18 @@ class _Connection(asyncio.Protocol):
                 future.add_done_callback(functools.partial(self._answered, request, keep_alive, version))
                 return
             self._write(response, keep_alive, version, head_only=request.method == "HEAD")
-        if self.eof and not self.queue and not self.busy:
+        if self.queue or self.busy or self.closing:
+            return
+        if self.failure is not None:
+            status, message = self.failure
+            self._write(Response.text(status, f"{message}\n"), keep_alive=False, version="1.1", linger=True)
+        elif self.eof and not self.pending:
             self._close()
-        elif len(self.queue) < MAX_PIPELINED and self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        elif self.pending and not self.feeding:
+            self.feeding = True
+            self.loop.call_soon(self._feed)  # the next slice on a later turn: other connections go first
+        else:
+            self._pause_if_full()
 
     def _answered(self, request: Request, keep_alive: bool, version: str, future: asyncio.Future[Response]) -> None:
         self.busy = False
@@ -241,7 +336,8 @@ class _Connection(asyncio.Protocol):
         self._write(response, keep_alive, version, head_only=request.method == "HEAD")
         self._next()
 
-    def _write(self, response: Response, keep_alive: bool, version: str, *, head_only: bool = False) -> None:
+    def _write(self, response: Response, keep_alive: bool, version: str, *, head_only: bool = False,
+               linger: bool = False) -> None:
         assert self.transport is not None
         head = [_status_line(response.status), f"Date: {self.server.clock.date()}"]
         head += (f"{name}: {value}" for name, value in response.headers)
@@ -252,21 +348,61 @@ class _Connection(asyncio.Protocol):
             head.append("Connection: keep-alive")
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
         self.transport.write(data if head_only else data + response.body)
-        if not keep_alive:
+        if linger:
+            self.linger()
+        elif not keep_alive:
             self._close()
 
-    def _fail(self, status: int, message: str) -> None:
-        """A request we will not answer normally: say why, then close (the stream can't be trusted after)."""
-        if self.transport is None or self.closing:
-            return
-        self.queue.clear()
-        self._write(Response.text(status, f"{message}\n"), keep_alive=False, version="1.1")
+    def linger(self) -> None:
+        """After a final answer the client may still be sending: half-close, then read and drop for a moment.
 
-    def _close(self) -> None:
+        Closing a socket with unread input makes the kernel send a reset, and the client may lose the answer
+        before reading it (RFC 9112, section 9.6). A transport that cannot half-close (TLS) is closed.
+        """
+        assert self.transport is not None
+        if self.eof or not self.transport.can_write_eof():
+            self._close()
+            return
+        self.closing = True
+        self.lingering = 0
+        self.pending.clear()
+        self.queue.clear()
+        self.transport.write_eof()
+        self.transport.resume_reading()
+        self._arm(min(LINGER_SECONDS, self.server.request_timeout * 4))
+
+    def _refuse(self, status: int, message: str) -> None:
+        """A request we will not answer normally: answer the ones before it, then say why and close.
+
+        Nothing after it is read: once the framing is in doubt, the stream can't be trusted.
+        """
+        if self.transport is None or self.closing or self.failure is not None:
+            return
+        self.failure = (status, message)
+        self.parsing = None
+        self.pending.clear()
+        self.transport.pause_reading()
+        self._next()
+
+    def evict(self) -> None:
+        """Closed to make room for a new connection (see HttpServer.admit)."""
+        self._close()
+
+    def _close(self, *, abort: bool = False) -> None:
         self.closing = True
         self._disarm()
+        self.pending.clear()
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()  # drops what the client never read: its memory comes back now
+            else:
+                self.transport.close()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in progress: waiting for a (first or next) request."""
+        return (self.parsing is None and not self.queue and not self.busy and not self.pending
+                and self.failure is None and not self.closing)
 
     # -- timeouts (checked by the server's sweep: a timer per connection and event costs more than the request) --
 
@@ -278,10 +414,14 @@ class _Connection(asyncio.Protocol):
 
     def timed_out(self) -> None:
         self.expires_at = math.inf
-        if self.busy or self.queue:
+        if self.lingering >= 0:
+            self._close()
+        elif not self.writable:
+            self._close(abort=True)  # it asked and does not read: what it left unread is not kept
+        elif self.busy or self.queue:
             self._arm(self.server.idle_timeout)  # our answer is pending: not the client's fault
         elif self.parsing is not None:
-            self._fail(408, f"request not complete within {self.server.request_timeout:g} s")
+            self._refuse(408, f"request not complete within {self.server.request_timeout:g} s")
         else:
             self._close()
 
@@ -290,10 +430,17 @@ class HttpServer:
     """Binds at construction (so a port in use fails early and plainly), serves from a thread after start()."""
 
     def __init__(self, handler: Handler, host: str, port: int, *, workers: int = 4,
-                 request_timeout: float = REQUEST_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 request_timeout: float = REQUEST_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
+                 max_connections: int | None = None, ssl_context: ssl.SSLContext | None = None,
+                 accept_peer: Callable[[Mapping[str, Any] | None], bool] | None = None) -> None:
         self.handler = handler
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections or connection_limit()
+        self.ssl_context = ssl_context
+        self.accept_peer = accept_peer  # checks a TLS client's certificate after the handshake
+        self.refused = 0  # connections turned away because every slot was busy
+        self.evicted = 0  # idle connections closed to make room
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         dualstack = family == socket.AF_INET6 and host == "::" and socket.has_dualstack_ipv6()
         # SOMAXCONN, not socketserver's 5: a burst of scrapers would lose SYNs, which are retried after 1, 3, 7 s.
@@ -320,8 +467,12 @@ class HttpServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
 
+        self.loop.set_exception_handler(_quiet_exception_handler)
+
         async def serve() -> None:
-            self._server = await self.loop.create_server(lambda: _Connection(self), sock=self._socket)
+            self._server = await self.loop.create_server(
+                lambda: _Connection(self), sock=self._socket, ssl=self.ssl_context,
+                ssl_handshake_timeout=self.request_timeout if self.ssl_context else None)
             self.loop.call_later(self._sweep_every, self._sweep)
             self._started.set()
 
@@ -333,6 +484,29 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+    def admit(self, connection: _Connection) -> bool:
+        """Room for a new connection: evict the longest-idle one at the limit; with none idle, a 503 and close."""
+        if sum(1 for c in self.connections if c.lingering < 0) < self.max_connections:
+            return True
+        idle = [c for c in self.connections if c.idle]
+        if idle:
+            oldest = min(idle, key=lambda c: c.last_active)
+            self.connections.discard(oldest)
+            oldest.evict()
+            self.evicted += 1
+            return True
+        self.refused += 1
+        assert connection.transport is not None
+        lingering = sum(1 for c in self.connections if c.lingering >= 0)
+        if lingering >= MAX_LINGERING:
+            connection.closing = True
+            connection.transport.abort()
+            return False
+        self.connections.add(connection)  # for the sweep: it lingers a moment, then goes
+        connection._write(Response.text(503, "too many connections\n"), keep_alive=False, version="1.1",
+                          linger=True)
+        return False
 
     def _sweep(self) -> None:
         """Time out the connections whose deadline passed (idle keep-alive, a request sent too slowly)."""
@@ -357,3 +531,40 @@ class HttpServer:
         else:
             self._socket.close()
         self.workers.shutdown(wait=False, cancel_futures=True)
+
+
+def connection_limit() -> int:
+    """MAX_CONNECTIONS, or fewer when the file-descriptor limit cannot hold them beside FD_RESERVE.
+
+    The soft limit is raised to the hard one first (as Go programs do at start), so the common 1024 soft limit
+    does not cap a server whose hard limit is far higher.
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+    except (ValueError, OSError):
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, soft - FD_RESERVE))
+
+
+_last_loop_errors: dict[str, float] = {}
+
+
+def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """asyncio's errors as one line each, at most once a minute per message (an accept() that fails for lack
+    of file descriptors is retried every second, with a traceback each time, by asyncio's default handler)."""
+    message = str(context.get("message") or "event loop error")
+    error = context.get("exception")
+    if error is not None:
+        message = f"{message}: {type(error).__name__}: {error}"
+    now = time.monotonic()
+    if now - _last_loop_errors.get(message, -math.inf) < 60:
+        return
+    if len(_last_loop_errors) > 100:
+        _last_loop_errors.clear()
+    _last_loop_errors[message] = now
+    log.error("%s", message)
