@@ -36,7 +36,7 @@ from bench.common import (
     start_worker,
 )
 from bench.report import SECTIONS, section_header
-from region_latency.netsim import RegionSpec
+from region_latency_devkit.netsim import RegionSpec
 
 RTTS = (0.010, 0.030, 0.080, 0.150, 0.300)
 PROBES = 50

@@ -1,6 +1,6 @@
 """Ranking policy on traces: the trusted policy against the plan's plain EMA sort, on simulated latency traces.
 
-Replays `region_latency.tracesim.standard_scenarios` (24 simulated hours at a 30 s interval by default) for
+Replays `region_latency_devkit.tracesim.standard_scenarios` (24 simulated hours at a 30 s interval by default) for
 several seeds, measures both policies against the traces' ground truth, and rewrites only the
 `## Ranking policy on traces` section of bench/BENCHMARKS.md (every other section is left byte for byte).
 
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from region_latency.ranking import PlainRanking, TrustedRanking
-from region_latency.tracesim import (
+from region_latency_devkit.tracesim import (
     SCHEDULER_JITTER,
     PolicyMetrics,
     Scenario,
@@ -226,7 +226,7 @@ def section(args: argparse.Namespace, scenarios: Sequence[Scenario], results: Ma
         f"Measured {started} on {where}; {wall:.0f} s wall time. Command: `.venv/bin/{cmd}`",
         "",
         f"Each scenario replays {args.hours:g} simulated hours for {args.seeds} seeds (0..{args.seeds - 1}) through "
-        "`region_latency.tracesim`: a real `RegionLatencyTracker` on a virtual clock, every region probed every "
+        "`region_latency_devkit.tracesim`: a real `RegionLatencyTracker` on a virtual clock, every region probed every "
         f"{INTERVAL:.0f} s with the scheduler's ±10 % jitter, failures answering after the {TIMEOUT:.0f} s timeout, "
         f"and every policy evaluated after each result and on a {args.tick:g} s clock tick. Both policies see the "
         "same results. The ground truth is the trace's true latency (not the EMA): *truly fastest* is the share of "

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
-from region_latency.netsim.control import stop_process
+from region_latency_devkit.process import stop_process
 from tests.support.servers import free_port
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from region_latency.netsim import RegionSpec, parse_duration, parse_region
-from region_latency.netsim.__main__ import regions_from_args
-from region_latency.netsim.delayline import DelayLine
-from region_latency.netsim.simulator import region_address
+from region_latency_devkit.netsim import RegionSpec, parse_duration, parse_region
+from region_latency_devkit.netsim.__main__ import regions_from_args
+from region_latency_devkit.netsim.delayline import DelayLine
+from region_latency_devkit.netsim.simulator import region_address
 
 CLIENT = "198.18.0.1"
 
