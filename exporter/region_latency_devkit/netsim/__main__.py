@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m region_latency_devkit.netsim", description=__doc__.split("\n\n")[0])
     p.add_argument("--region", action="append", default=[], metavar="NAME=RTT[,jitter=J][,loss=P][,server_delay=D]",
                    help="a simulated region, e.g. us-east-1=20ms or eu-west-1=80ms,jitter=2ms,loss=0.01 "
-                        "(repeat for more; a bare number is milliseconds)")
+                        "(repeat for more; a bare number is seconds)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--proxy", action="store_true", help="force the fallback TCP proxy (no handshake delay)")
     mode.add_argument("--netns", action="store_true", help="fail instead of falling back to the proxy")
