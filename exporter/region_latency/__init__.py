@@ -5,10 +5,14 @@ an application's own boto3 clients. Every other module (config, probes, schedule
 exporter's inside and may change without notice.
 """
 
+from typing import TYPE_CHECKING
+
 from region_latency.cache import Cache, CacheError, FileCache, MemoryCache, PrefixedCache
 from region_latency.cache.redis import RedisCache
-from region_latency.passive import instrument
 from region_latency.tracker import RegionLatencyTracker, RegionStats, TrackerSnapshot
+
+if TYPE_CHECKING:
+    from region_latency.passive import instrument
 
 __version__ = "0.1.0"
 
@@ -25,3 +29,13 @@ __all__ = [
     "__version__",
     "instrument",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`instrument` on first use: passive imports botocore (~100 ms), which `import region_latency` must not
+    (the serve process leaves botocore to its config-resolving child)."""
+    if name == "instrument":
+        from region_latency.passive import instrument
+
+        return instrument
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -93,7 +93,8 @@ class ExporterProcess:
                 if target is None or labels.get("target") == target}
 
     def regions(self) -> dict[str, Any]:
-        return self.get("/regions").json()
+        document: dict[str, Any] = self.get("/regions").json()
+        return document
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

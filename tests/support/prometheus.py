@@ -51,7 +51,8 @@ class PrometheusServer:
         body = response.json()
         if body.get("status") != "success":
             raise AssertionError(f"query {promql!r} failed: {body}")
-        return body["data"]["result"]
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
 
     def wait_for(self, promql: str, predicate: Any = bool, timeout: float = 60) -> list[dict[str, Any]]:
         """Poll `promql` until `predicate(result)` holds."""

@@ -33,6 +33,16 @@ def test_library_api_is_the_tracker_the_caches_and_passive_instrumentation() -> 
         region_latency.__all__)
 
 
+def test_the_package_imports_without_botocore_and_instrument_loads_on_use() -> None:
+    """The serve process leaves botocore to its config-resolving child: `import region_latency` must not load it."""
+    code = ("import sys, region_latency\n"
+            "before = 'botocore' in sys.modules\n"
+            "from region_latency import instrument\n"
+            "print(before, instrument.__module__)")
+    result = _run(code)
+    assert result.stdout.split() == ["False", "region_latency.passive"], result.stderr
+
+
 def _devkit_imports(path: Path) -> list[tuple[int, str]]:
     """(line, enclosing function) of every import of region_latency_devkit in one runtime module."""
     found: list[tuple[int, str]] = []
@@ -40,10 +50,10 @@ def _devkit_imports(path: Path) -> list[tuple[int, str]]:
     def visit(node: ast.AST, function: str) -> None:
         for child in ast.iter_child_nodes(node):
             inner = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else function
-            modules = ([a.name for a in child.names] if isinstance(child, ast.Import)
-                       else [child.module or ""] if isinstance(child, ast.ImportFrom) else [])
-            if any(m.split(".")[0] == "region_latency_devkit" for m in modules):
-                found.append((child.lineno, function))
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                modules = [a.name for a in child.names] if isinstance(child, ast.Import) else [child.module or ""]
+                if any(m.split(".")[0] == "region_latency_devkit" for m in modules):
+                    found.append((child.lineno, function))
             visit(child, inner)
 
     visit(ast.parse(path.read_text()), "<module>")
