@@ -78,7 +78,7 @@ def count_handshake_cpu() -> list[float]:
         finally:
             seconds.append(time.thread_time() - started)
 
-    module._handshake = measured  # type: ignore[assignment]
+    module._handshake = measured
     return seconds
 
 

@@ -16,7 +16,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +25,7 @@ from pathlib import Path
 from region_latency.ranking import PlainRanking, TrustedRanking
 from region_latency_devkit.tracesim import (
     SCHEDULER_JITTER,
+    PolicyFactory,
     PolicyMetrics,
     Scenario,
     measure_run,
@@ -40,7 +41,7 @@ INTERVAL = 30.0
 TIMEOUT = 5.0
 JITTER = SCHEDULER_JITTER
 
-Factory = Callable[[float], object]
+Factory = PolicyFactory
 MAIN: dict[str, Factory] = {"trusted": TrustedRanking, "plain": lambda interval: PlainRanking()}
 # Knob variants, run on the scenarios that decide the defaults (same probe results as the main run).
 VARIANTS: dict[str, Factory] = {
@@ -132,9 +133,10 @@ def goals_table(results: Mapping[str, Mapping[str, Pooled]]) -> list[str]:
         rows.append(f"| The {name} swaps #1 at most once an hour (worst seed) | {t.worst_swaps():.2f} /h | "
                     f"{p.worst_swaps():.1f} /h | **{'PASS' if t.worst_swaps() <= 1.0 else 'MISS'}** |")
     for label in ("2x slower", "2x faster"):
-        t = step["trusted"].reactions(label)
+        follow = step["trusted"].reactions(label)
         rows.append(f"| #1 gets {label[3:]} (2x step) and is followed within 3 intervals ({3 * INTERVAL:.0f} s) | "
-                    f"{seconds(t)} | {seconds(step['plain'].reactions(label))} | **{verdict(t, 3 * INTERVAL)}** |")
+                    f"{seconds(follow)} | {seconds(step['plain'].reactions(label))} | "
+                    f"**{verdict(follow, 3 * INTERVAL)}** |")
     return rows
 
 
