@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Makes ./.venv with the test dependencies and, as root on Debian, installs the
+# Runs ruff, mypy and the whole test suite. Makes ./.venv with the test dependencies and, as root on Debian, installs the
 # real tools the integration tests use (Prometheus + promtool, blackbox_exporter, redis-server, Chromium).
 # Extra arguments go to pytest, e.g. ./test.sh tests/unit -q
 set -euo pipefail
@@ -19,4 +19,5 @@ fi
 . scripts/ensure-venv.sh
 ensure_venv '.[test]'
 .venv/bin/ruff check exporter tests bench
+.venv/bin/mypy  # strict on exporter/region_latency and exporter/region_latency_devkit ([tool.mypy] in pyproject.toml)
 exec .venv/bin/python -m pytest "$@"

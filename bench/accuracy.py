@@ -36,7 +36,7 @@ from bench.common import (
     start_worker,
 )
 from bench.report import SECTIONS, section_header
-from region_latency.netsim import RegionSpec
+from region_latency_devkit.netsim import RegionSpec
 
 RTTS = (0.010, 0.030, 0.080, 0.150, 0.300)
 PROBES = 50
@@ -78,7 +78,7 @@ def count_handshake_cpu() -> list[float]:
         finally:
             seconds.append(time.thread_time() - started)
 
-    module._handshake = measured  # type: ignore[assignment]
+    module._handshake = measured
     return seconds
 
 

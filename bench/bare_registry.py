@@ -34,7 +34,7 @@ NATIVE_PREFIXES = ("process_", "python_")  # produced by the collectors below, n
 
 def build(text: str) -> tuple[CollectorRegistry, int]:
     """A registry with every region_latency_* series of TEXT; returns it and the number of series copied."""
-    prometheus_client.disable_created_metrics()  # the exporter emits no _created series either
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # the exporter emits no _created series either
     registry = CollectorRegistry(auto_describe=False)
     copied = 0
     for family in text_string_to_metric_families(text):

@@ -17,8 +17,8 @@ from urllib.parse import quote
 import yaml
 
 from bench.common import http_get, wait_until
-from region_latency.netsim import RegionSimulator
-from region_latency.netsim.control import stop_process
+from region_latency_devkit.netsim import RegionSimulator
+from region_latency_devkit.process import stop_process
 
 BINARY_CANDIDATES = ("/usr/bin/prometheus-blackbox-exporter", "prometheus-blackbox-exporter", "blackbox_exporter")
 PORT = 9115

@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from region_latency.netsim import RegionSimulator, RegionSpec
-from region_latency.netsim.control import stop_process
+from region_latency_devkit.netsim import RegionSimulator, RegionSpec
+from region_latency_devkit.process import stop_process
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

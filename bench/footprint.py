@@ -49,7 +49,7 @@ from bench.common import (
 )
 from bench.report import SECTIONS, section_header
 from bench.scrape import PROMETHEUS_HEADERS
-from region_latency.netsim import RegionSimulator
+from region_latency_devkit.netsim import RegionSimulator
 
 REGIONS = 35
 INTERVAL = 15.0

@@ -1,6 +1,6 @@
 """Ranking policy on traces: the trusted policy against the plan's plain EMA sort, on simulated latency traces.
 
-Replays `region_latency.tracesim.standard_scenarios` (24 simulated hours at a 30 s interval by default) for
+Replays `region_latency_devkit.tracesim.standard_scenarios` (24 simulated hours at a 30 s interval by default) for
 several seeds, measures both policies against the traces' ground truth, and rewrites only the
 `## Ranking policy on traces` section of bench/BENCHMARKS.md (every other section is left byte for byte).
 
@@ -16,15 +16,16 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from region_latency.ranking import PlainRanking, TrustedRanking
-from region_latency.tracesim import (
+from region_latency_devkit.tracesim import (
     SCHEDULER_JITTER,
+    PolicyFactory,
     PolicyMetrics,
     Scenario,
     measure_run,
@@ -40,7 +41,7 @@ INTERVAL = 30.0
 TIMEOUT = 5.0
 JITTER = SCHEDULER_JITTER
 
-Factory = Callable[[float], object]
+Factory = PolicyFactory
 MAIN: dict[str, Factory] = {"trusted": TrustedRanking, "plain": lambda interval: PlainRanking()}
 # Knob variants, run on the scenarios that decide the defaults (same probe results as the main run).
 VARIANTS: dict[str, Factory] = {
@@ -132,9 +133,10 @@ def goals_table(results: Mapping[str, Mapping[str, Pooled]]) -> list[str]:
         rows.append(f"| The {name} swaps #1 at most once an hour (worst seed) | {t.worst_swaps():.2f} /h | "
                     f"{p.worst_swaps():.1f} /h | **{'PASS' if t.worst_swaps() <= 1.0 else 'MISS'}** |")
     for label in ("2x slower", "2x faster"):
-        t = step["trusted"].reactions(label)
+        follow = step["trusted"].reactions(label)
         rows.append(f"| #1 gets {label[3:]} (2x step) and is followed within 3 intervals ({3 * INTERVAL:.0f} s) | "
-                    f"{seconds(t)} | {seconds(step['plain'].reactions(label))} | **{verdict(t, 3 * INTERVAL)}** |")
+                    f"{seconds(follow)} | {seconds(step['plain'].reactions(label))} | "
+                    f"**{verdict(follow, 3 * INTERVAL)}** |")
     return rows
 
 
@@ -226,7 +228,7 @@ def section(args: argparse.Namespace, scenarios: Sequence[Scenario], results: Ma
         f"Measured {started} on {where}; {wall:.0f} s wall time. Command: `.venv/bin/{cmd}`",
         "",
         f"Each scenario replays {args.hours:g} simulated hours for {args.seeds} seeds (0..{args.seeds - 1}) through "
-        "`region_latency.tracesim`: a real `RegionLatencyTracker` on a virtual clock, every region probed every "
+        "`region_latency_devkit.tracesim`: a real `RegionLatencyTracker` on a virtual clock, every region probed every "
         f"{INTERVAL:.0f} s with the scheduler's ±10 % jitter, failures answering after the {TIMEOUT:.0f} s timeout, "
         f"and every policy evaluated after each result and on a {args.tick:g} s clock tick. Both policies see the "
         "same results. The ground truth is the trace's true latency (not the EMA): *truly fastest* is the share of "

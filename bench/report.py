@@ -29,7 +29,7 @@ TITLE = "# Benchmarks"
 PREAMBLE = f"""{TITLE}
 
 Measured side by side on one machine, in one run, against simulated regions whose round-trip time is put on the
-packets themselves (`region_latency.netsim`: a TUN delay line between network namespaces, see docs/NETSIM.md).
+packets themselves (`region_latency_devkit.netsim`: a TUN delay line between network namespaces, see docs/NETSIM.md).
 Every number is a median (or the stated percentile) of repeated measurements; a ratio compares two things measured
 in the same run. Goals come from issue 4; a MISS is reported as measured, with where the cost goes.
 

@@ -46,8 +46,8 @@ from bench.common import (
     wait_until,
 )
 from bench.report import SECTIONS, section_header
-from region_latency.netsim import RegionSimulator
-from region_latency.netsim.control import stop_process
+from region_latency_devkit.netsim import RegionSimulator
+from region_latency_devkit.process import stop_process
 
 REGIONS = 35
 LEVELS = (1, 10, 50)

@@ -34,10 +34,10 @@ from bench.common import (
     start_simulator,
 )
 from bench.report import SECTIONS, section_header
-from region_latency.netsim import RegionSimulator
 from region_latency.probes import Target, get_probe
 from region_latency.probes.base import ProbeResult
 from region_latency.scheduler import Job, Scheduler, run_sweep
+from region_latency_devkit.netsim import RegionSimulator
 
 REGIONS = 35
 RTT_MULTIPLE = {"tcp": 1, "https": 3}  # a probe's duration floor, in RTTs of its region

@@ -33,7 +33,7 @@ from bench.common import (
     start_simulator,
 )
 from bench.report import SECTIONS, section_header
-from region_latency.netsim import RegionSimulator
+from region_latency_devkit.netsim import RegionSimulator
 
 REGIONS = 35
 INTERVAL = 10.0

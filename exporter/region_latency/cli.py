@@ -163,15 +163,12 @@ def demo(listen: str, regions: Sequence[str], interval: str, proxy: bool) -> Non
 
     from region_latency.config import ConfigError
 
-    try:
-        from region_latency.demo import default_regions, demo_config
-        from region_latency.netsim import RegionSimulator, netns
-        from region_latency.netsim.spec import parse_region
-
-        specs = dict(parse_region(text) for text in regions) if regions else default_regions()
-        sim = RegionSimulator(specs, mode="proxy" if proxy else "auto")
+    try:  # the simulator is a development tool, outside the runtime package: imported only here
+        from region_latency_devkit.demo import demo_config, demo_simulator, probe_thread_setup
     except ImportError as exc:
-        _fail(f"the demo needs the netsim extra: pip install 'region-latency-exporter[netsim]' ({exc})", 1)
+        _fail(f"the demo needs the demo extra: pip install 'region-latency-exporter[demo]' ({exc})", 1)
+    try:
+        sim = demo_simulator(regions, proxy)
     except ValueError as exc:
         _fail(str(exc))
     from region_latency.app import ConfigSource, Exporter
@@ -181,10 +178,8 @@ def demo(listen: str, regions: Sequence[str], interval: str, proxy: bool) -> Non
             config = demo_config(sim, listen, interval)
         except ValidationError as exc:
             _fail(str(ConfigError.from_validation(exc, source="demo")))
-        client_ns = sim.client_netns if sim.mode == "netns" else None
-        setup = (lambda: netns.enter(client_ns)) if client_ns else None
         try:
-            exporter = Exporter(ConfigSource(None, {}, {}), config, probe_thread_setup=setup)
+            exporter = Exporter(ConfigSource(None, {}, {}), config, probe_thread_setup=probe_thread_setup(sim))
         except OSError as exc:
             _fail(f"cannot listen on {listen}: {exc.strerror or exc}", 1)
         for region in sim.regions:

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from region_latency.netsim import RegionSimulator, RegionSpec, netns
-from region_latency.netsim.calibrate import connect_times
+from region_latency_devkit.netsim import RegionSimulator, RegionSpec, netns
+from region_latency_devkit.netsim.calibrate import connect_times
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 
@@ -171,7 +171,7 @@ def test_proxy_fallback_delays_data_but_not_the_handshake(caplog: pytest.LogCapt
 
 @pytest.mark.usefixtures("needs_netns")
 def test_cli_prints_endpoints_as_json_and_exits_clean() -> None:
-    proc = subprocess.run([sys.executable, "-m", "region_latency.netsim", "--region", "us-east-1=20ms",
+    proc = subprocess.run([sys.executable, "-m", "region_latency_devkit.netsim", "--region", "us-east-1=20ms",
                            "--region", "eu-west-1=80ms,jitter=1ms", "--json", "--duration", "0.2"],
                           capture_output=True, text=True, timeout=30, check=True)
     info = json.loads(proc.stdout)

@@ -14,7 +14,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from region_latency.netsim.control import stop_process
+from region_latency_devkit.process import stop_process
 from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +93,8 @@ class ExporterProcess:
                 if target is None or labels.get("target") == target}
 
     def regions(self) -> dict[str, Any]:
-        return self.get("/regions").json()
+        document: dict[str, Any] = self.get("/regions").json()
+        return document
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

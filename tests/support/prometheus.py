@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
-from region_latency.netsim.control import stop_process
+from region_latency_devkit.process import stop_process
 from tests.support.servers import free_port
 
 
@@ -51,7 +51,8 @@ class PrometheusServer:
         body = response.json()
         if body.get("status") != "success":
             raise AssertionError(f"query {promql!r} failed: {body}")
-        return body["data"]["result"]
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
 
     def wait_for(self, promql: str, predicate: Any = bool, timeout: float = 60) -> list[dict[str, Any]]:
         """Poll `promql` until `predicate(result)` holds."""

@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from region_latency.netsim.control import stop_process
+from region_latency_devkit.process import stop_process
 from tests.support.servers import free_port
 
 

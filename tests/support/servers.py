@@ -132,7 +132,8 @@ def free_port() -> int:
     """A local port nothing listens on (connections to it are refused)."""
     with socket.socket() as sock:
         sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class _Connections:

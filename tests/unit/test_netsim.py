@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from region_latency.netsim import RegionSpec, parse_duration, parse_region
-from region_latency.netsim.__main__ import regions_from_args
-from region_latency.netsim.delayline import DelayLine
-from region_latency.netsim.simulator import region_address
+from region_latency.config import parse_duration as config_parse_duration
+from region_latency_devkit.netsim import RegionSpec, parse_duration, parse_region
+from region_latency_devkit.netsim.__main__ import regions_from_args
+from region_latency_devkit.netsim.delayline import DelayLine
+from region_latency_devkit.netsim.simulator import region_address
 
 CLIENT = "198.18.0.1"
 
@@ -23,9 +24,15 @@ def test_durations() -> None:
     assert parse_duration("20ms") == pytest.approx(0.020)
     assert parse_duration("0.2s") == pytest.approx(0.2)
     assert parse_duration("150us") == pytest.approx(150e-6)
-    assert parse_duration("35") == pytest.approx(0.035)  # bare numbers are milliseconds
     with pytest.raises(ValueError):
         parse_duration("fast")
+
+
+@pytest.mark.parametrize("text", ["0", "2", "0.035", ".5", " 0.2 "])
+def test_bare_numbers_are_seconds_as_in_the_config(text: str) -> None:
+    """One meaning for `--region us-east-1=0.02` and `--interval 5`: a number without a unit is seconds."""
+    assert parse_duration(text) == pytest.approx(config_parse_duration(text))
+    assert parse_region(f"us-east-1={text}")[1].rtt == pytest.approx(float(text))
 
 
 def test_region_syntax() -> None:

@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 
-from region_latency.tracesim import (
+from region_latency_devkit.tracesim import (
     HOUR,
     SCHEDULER_JITTER,
     Event,

@@ -1,4 +1,4 @@
-"""Worker processes of the simulator: `python -m region_latency.netsim.worker delayline|servers`.
+"""Worker processes of the simulator: `python -m region_latency_devkit.netsim.worker delayline|servers`.
 
 Each worker dies with its parent (PR_SET_PDEATHSIG) and ignores Ctrl-C (the parent, which gets it too, tears
 everything down in order). Its stdout is the control channel, so stray prints go to stderr instead.
@@ -18,15 +18,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from region_latency.netsim import netns, tun
-from region_latency.netsim.control import LineChannel
-from region_latency.netsim.delayline import DelayLine
-from region_latency.netsim.proxy import ProxyPath, lateness_percentiles, start_proxy
-from region_latency.netsim.servers import RegionState, server_ssl_context, start_region_servers
-from region_latency.netsim.spec import RegionSpec
+from region_latency_devkit.netsim import netns, tun
+from region_latency_devkit.netsim.control import LineChannel
+from region_latency_devkit.netsim.delayline import DelayLine
+from region_latency_devkit.netsim.proxy import ProxyPath, lateness_percentiles, start_proxy
+from region_latency_devkit.netsim.servers import RegionState, server_ssl_context, start_region_servers
+from region_latency_devkit.netsim.spec import RegionSpec
 
 PR_SET_PDEATHSIG = 1
-log = logging.getLogger("region_latency.netsim.worker")
+log = logging.getLogger("region_latency_devkit.netsim.worker")
 
 
 def _become_worker() -> LineChannel:

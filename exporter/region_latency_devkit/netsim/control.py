@@ -1,6 +1,6 @@
 """JSON lines between the simulator and its worker processes (delay line, servers).
 
-The workers are separate processes (`python -m region_latency.netsim.worker KIND`) so that their timing never
+The workers are separate processes (`python -m region_latency_devkit.netsim.worker KIND`) so that their timing never
 waits for the caller's GIL. Each reads one config line, answers `{"ready": ...}` or `{"error": ...}`, then
 serves requests (`{"op": ...}` -> one answer line) until `stop` or the end of its stdin.
 """
@@ -17,20 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import region_latency
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float) -> int:
-    """SIGTERM (unless it already exited), wait up to `timeout` seconds, then SIGKILL; the exit code.
-
-    For every child process the simulator, the tests and the benchmarks start."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
+import region_latency_devkit
+from region_latency_devkit.process import stop_process
 
 
 class WorkerError(RuntimeError):
@@ -56,7 +44,8 @@ class LineChannel:
         if not sep:
             return None
         self._buf = rest
-        return json.loads(line)
+        message: dict[str, Any] = json.loads(line)
+        return message
 
     def read_available(self) -> list[dict[str, Any]]:
         """Everything complete that can be read now without blocking (the fd must be readable or non-blocking)."""
@@ -99,11 +88,11 @@ class WorkerProcess:
 
     def start(self, config: dict[str, Any]) -> None:
         """Launch the worker and hand it CONFIG; `wait_ready` collects its answer (so several start in parallel)."""
-        package_root = str(Path(region_latency.__file__).resolve().parent.parent)
+        package_root = str(Path(region_latency_devkit.__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "region_latency.netsim.worker", self.kind],
+            [sys.executable, "-m", "region_latency_devkit.netsim.worker", self.kind],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None

@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from region_latency.netsim import netns
-from region_latency.netsim.certs import hostname, make_certs
-from region_latency.netsim.control import WorkerError, WorkerProcess, stop_process
-from region_latency.netsim.delayline import SPIN_NS
-from region_latency.netsim.spec import RegionSpec
-from region_latency.netsim.tun import MTU
+from region_latency_devkit.netsim import netns
+from region_latency_devkit.netsim.certs import hostname, make_certs
+from region_latency_devkit.netsim.control import WorkerError, WorkerProcess
+from region_latency_devkit.netsim.delayline import SPIN_NS
+from region_latency_devkit.netsim.spec import RegionSpec
+from region_latency_devkit.netsim.tun import MTU
+from region_latency_devkit.process import stop_process
 
-log = logging.getLogger("region_latency.netsim")
+log = logging.getLogger("region_latency_devkit.netsim")
 CLIENT_ADDRESS = "198.18.0.1"
 CLIENT_DEV = "simc0"
 REGIONS_DEV = "simr0"
@@ -272,7 +273,8 @@ class RegionSimulator:
     def server_stats(self) -> dict[str, dict[str, int]]:
         """Connections and requests each region's servers have seen."""
         assert self._servers is not None
-        return self._servers.request({"op": "stats"})["stats"]["regions"]
+        regions: dict[str, dict[str, int]] = self._servers.request({"op": "stats"})["stats"]["regions"]
+        return regions
 
     # -- running clients ---------------------------------------------------------------------------------------
     def client_command(self, cmd: list[str]) -> list[str]:
@@ -350,5 +352,5 @@ def _signals_deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sig in caught:
-            signal.raise_signal(sig)
+        for signum in caught:
+            signal.raise_signal(signum)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from region_latency.netsim.spec import RegionSpec
+from region_latency_devkit.netsim.spec import RegionSpec
 
 SPIN_NS = 300_000
 IDLE_TIMEOUT = 0.2

@@ -1,4 +1,4 @@
-"""Measure the simulator itself: `python -m region_latency.netsim.calibrate` prints the tables in docs/NETSIM.md.
+"""Measure the simulator itself: `python -m region_latency_devkit.netsim.calibrate` prints the tables in docs/NETSIM.md.
 
 1. TCP connect time from the client namespace against the configured RTT (several RTTs): median and p99 error.
 2. HTTPS time to first byte on a kept-alive TLS connection (one round trip) against the RTT.
@@ -18,9 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from region_latency.netsim import netns
-from region_latency.netsim.simulator import RegionSimulator
-from region_latency.netsim.spec import RegionSpec
+from region_latency_devkit.netsim import netns
+from region_latency_devkit.netsim.simulator import RegionSimulator
+from region_latency_devkit.netsim.spec import RegionSpec
 
 ECHO_PORT = 9
 
@@ -151,7 +151,8 @@ def lateness_under_load(sim: RegionSimulator, region: str, pps: float, seconds: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m region_latency.netsim.calibrate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m region_latency_devkit.netsim.calibrate",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--rtts", default="0,10,50,200", help="RTTs to check, ms (comma-separated)")
     p.add_argument("-n", type=int, default=50, help="samples per RTT")
     p.add_argument("--rates", default="1000,5000,10000,20000", help="UDP load rates, packets/s each way")

@@ -10,7 +10,7 @@ import fcntl
 import os
 import struct
 
-from region_latency.netsim import netns
+from region_latency_devkit.netsim import netns
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001

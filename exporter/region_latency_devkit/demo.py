@@ -8,13 +8,13 @@ delay proxy that cannot delay TCP handshakes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+
+import trustme  # noqa: F401  (imported here so a missing `demo` extra fails at import, with the command's hint)
 
 from region_latency.config import Config, parse_duration
-
-if TYPE_CHECKING:
-    from region_latency.netsim import RegionSimulator, RegionSpec
+from region_latency_devkit.netsim import RegionSimulator, RegionSpec, netns
+from region_latency_devkit.netsim.spec import parse_region
 
 # Round trips roughly as seen from Frankfurt, so the ranking looks like a real one.
 DEFAULT_RTTS: Mapping[str, float] = {
@@ -28,8 +28,6 @@ DEFAULT_RTTS: Mapping[str, float] = {
 
 
 def default_regions() -> dict[str, RegionSpec]:
-    from region_latency.netsim import RegionSpec
-
     return {name: RegionSpec(rtt=rtt, jitter=rtt * 0.03) for name, rtt in DEFAULT_RTTS.items()}
 
 
@@ -44,3 +42,15 @@ def demo_config(sim: RegionSimulator, listen: str, interval: str = "5s") -> Conf
          "endpoints": https, "interval": interval, "timeout": timeout},
     ]
     return Config.model_validate({"listen": listen, "cache": "none", "targets": targets})
+
+
+def demo_simulator(regions: Sequence[str], proxy: bool) -> RegionSimulator:
+    """The simulator for `--region NAME=RTT,...` texts (default: DEFAULT_RTTS); ValueError on bad text."""
+    specs = dict(parse_region(text) for text in regions) if regions else default_regions()
+    return RegionSimulator(specs, mode="proxy" if proxy else "auto")
+
+
+def probe_thread_setup(sim: RegionSimulator) -> Callable[[], None] | None:
+    """What each probe thread runs first: entering the client namespace when the packets are delayed."""
+    client_ns = sim.client_netns if sim.mode == "netns" else None
+    return (lambda: netns.enter(client_ns)) if client_ns else None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|µs|ms|s)?\s*$")
-_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, None: 1e-3}
+_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}  # a bare number is seconds, as in the config
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class RegionSpec:
 
 
 def parse_duration(text: str) -> float:
-    """`20ms`, `0.2s`, `150us` or a bare number of milliseconds -> seconds."""
+    """`20ms`, `0.2s`, `150us` or a bare number of seconds (as everywhere in the config) -> seconds."""
     m = _DURATION.match(text)
     if not m:
         raise ValueError(f"not a duration: {text!r} (use e.g. 20ms, 0.2s, 150us)")

@@ -27,7 +27,7 @@ def make_certs(directory: Path, regions: list[str], addresses: list[str]) -> Cer
     try:
         import trustme
     except ImportError as e:
-        raise RuntimeError("the region simulator needs `trustme` (pip install 'region-latency-exporter[test]')") from e
+        raise RuntimeError("the region simulator needs `trustme` (pip install 'region-latency-exporter[demo]')") from e
     ca = trustme.CA(organization_name="region-latency-exporter simulator")
     identities = sorted(set(addresses)) + [hostname(r) for r in regions] + ["localhost", "127.0.0.1"]
     cert = ca.issue_cert(*dict.fromkeys(identities))

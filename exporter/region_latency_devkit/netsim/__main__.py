@@ -1,4 +1,4 @@
-"""`python -m region_latency.netsim --region us-east-1=20ms --region eu-west-1=80ms`: run simulated regions.
+"""`python -m region_latency_devkit.netsim --region us-east-1=20ms --region eu-west-1=80ms`: run simulated regions.
 
 Prints the endpoint URLs, the CA bundle and how to run a command inside the client namespace (or, with
 `--json`, all of that as one JSON document for a demo config), then runs until Ctrl-C / SIGTERM and tears
@@ -18,16 +18,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from region_latency.netsim import netns
-from region_latency.netsim.simulator import RegionSimulator
-from region_latency.netsim.spec import RegionSpec, parse_region
+from region_latency_devkit.netsim import netns
+from region_latency_devkit.netsim.simulator import RegionSimulator
+from region_latency_devkit.netsim.spec import RegionSpec, parse_region
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m region_latency.netsim", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m region_latency_devkit.netsim", description=__doc__.split("\n\n")[0])
     p.add_argument("--region", action="append", default=[], metavar="NAME=RTT[,jitter=J][,loss=P][,server_delay=D]",
                    help="a simulated region, e.g. us-east-1=20ms or eu-west-1=80ms,jitter=2ms,loss=0.01 "
-                        "(repeat for more; a bare number is milliseconds)")
+                        "(repeat for more; a bare number is seconds)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--proxy", action="store_true", help="force the fallback TCP proxy (no handshake delay)")
     mode.add_argument("--netns", action="store_true", help="fail instead of falling back to the proxy")

@@ -17,7 +17,7 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 from region_latency.ranking import PlainRanking, RankingPolicy, TrustedRanking
 from region_latency.tracker import RegionLatencyTracker, TrackerSnapshot
@@ -179,6 +179,10 @@ class _Clock:
         return self.now
 
 
+# A pending event of the prober: (due, sequence number, "probe" | "result", region, nominal time | latency | None)
+_Entry = tuple[float, int, str, str, float | None]
+
+
 class _Prober:
     """Probe times as the scheduler makes them (start spread, ±10 % jitter) and what each probe returns."""
 
@@ -189,7 +193,7 @@ class _Prober:
     def run(self, tick: float) -> Iterable[tuple[float, tuple[str, float | None] | None]]:
         """Yield (time, (region, latency or None for a failure)) for results and (time, None) for ticks."""
         sc, rng, seq = self.scenario, self.rng, itertools.count()
-        heap: list[tuple[float, int, str, str, float | None]] = []
+        heap: list[_Entry] = []
         for region in sorted(sc.traces):
             due = rng.uniform(0, min(sc.interval * SCHEDULER_JITTER, 1.0))
             heapq.heappush(heap, (due, next(seq), "probe", region, due))
@@ -210,7 +214,7 @@ class _Prober:
             due = nominal + rng.uniform(-SCHEDULER_JITTER, SCHEDULER_JITTER) * sc.interval
             heapq.heappush(heap, (due, next(seq), "probe", region, nominal))
 
-    def _probe(self, heap: list, seq: itertools.count, t: float, region: str) -> None:
+    def _probe(self, heap: list[_Entry], seq: itertools.count[int], t: float, region: str) -> None:
         sc, trace, rng = self.scenario, self.scenario.traces[region], self.rng
         noise, spike, lost = rng.gauss(0.0, trace.jitter), rng.random(), rng.random()
         outage = trace.outage_at(t)
@@ -301,6 +305,14 @@ def _reaction(scenario: Scenario, timeline: Timeline, event: Event) -> float | N
 HOUR = 3600.0
 
 
+class _Timing(TypedDict):
+    """What every standard scenario shares."""
+
+    duration: float
+    interval: float
+    timeout: float
+
+
 def _flat(latency: float, **kwargs: object) -> RegionTrace:
     return RegionTrace(levels=((0.0, latency),), **kwargs)  # type: ignore[arg-type]
 
@@ -313,7 +325,7 @@ def _outages(hours: float, first: float, every: float, length: float, *, silent:
 def standard_scenarios(hours: float = 24.0, interval: float = 30.0, timeout: float = 5.0) -> list[Scenario]:
     """The issue's traces: stable, close pair, equal pair, 2x steps, spikes, death, silence, flapping, loss."""
     duration = hours * HOUR
-    common = {"duration": duration, "interval": interval, "timeout": timeout}
+    common = _Timing(duration=duration, interval=interval, timeout=timeout)
     return [
         Scenario("stable", "40 / 60 / 90 ms, 5 % noise", {
             "a": _flat(0.040), "b": _flat(0.060), "c": _flat(0.090)}, **common),
@@ -332,7 +344,7 @@ def standard_scenarios(hours: float = 24.0, interval: float = 30.0, timeout: flo
     ]
 
 
-def _step_scenario(hours: float, common: Mapping[str, float]) -> Scenario:
+def _step_scenario(hours: float, common: _Timing) -> Scenario:
     """#1 alternates 50 / 100 ms every hour; #2 sits at 70 ms, between the two."""
     steps = [h * HOUR for h in range(1, math.ceil(hours))]
     levels = ((0.0, 0.050), *((t, 0.100 if i % 2 == 0 else 0.050) for i, t in enumerate(steps)))
@@ -344,7 +356,7 @@ def _step_scenario(hours: float, common: Mapping[str, float]) -> Scenario:
         "a": RegionTrace(levels=levels), "b": _flat(0.070), "c": _flat(0.120)}, events=events, **common)
 
 
-def _death_scenario(hours: float, common: Mapping[str, float], *, silent: bool) -> Scenario:
+def _death_scenario(hours: float, common: _Timing, *, silent: bool) -> Scenario:
     """#1 goes down for 20 minutes every 2 hours: its probes time out, or (silent) return nothing."""
     outages = _outages(hours, 1.0, 2.0, 20 * 60.0, silent=silent)
     label = "silent" if silent else "dead"
@@ -359,7 +371,7 @@ def _death_scenario(hours: float, common: Mapping[str, float], *, silent: bool) 
         "a": _flat(0.050, outages=outages), "b": _flat(0.060), "c": _flat(0.080)}, events=tuple(events), **common)
 
 
-def _flapping_scenario(hours: float, common: Mapping[str, float]) -> Scenario:
+def _flapping_scenario(hours: float, common: _Timing) -> Scenario:
     """For one hour in every four, #1 flaps: down 1 minute, up 2 minutes."""
     outages: list[Outage] = []
     for window in itertools.takewhile(lambda w: w + HOUR <= hours * HOUR, itertools.count(HOUR, 4 * HOUR)):

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from region_latency.netsim.spec import RegionSpec
+from region_latency_devkit.netsim.spec import RegionSpec
 
 _EOF = object()
 
