@@ -37,7 +37,7 @@ def test_reload_applies_a_good_file_and_refuses_a_bad_one(exporter: Exporter) ->
     path = Path(str(exporter.source.path))
     path.write_text(document(regions=("r1", "r2")))
     assert exporter.reload() is None
-    assert exporter.config.targets[0].region_names == ("r1", "r2")
+    assert exporter.resolved.targets[0].regions == ("r1", "r2")
 
     path.write_text("targets: [{service: bedrok-runtime}]\n")
     error = exporter.reload()
@@ -48,7 +48,7 @@ def test_reload_applies_a_good_file_and_refuses_a_bad_one(exporter: Exporter) ->
     assert exporter.reload() == "listen: changing the listen address (127.0.0.1:0 -> 127.0.0.1:1) needs a restart"
     path.write_text(document(cache="file", regions=("r1", "r2")))
     assert exporter.reload() == "cache: changing the cache needs a restart"
-    assert exporter.config.targets[0].region_names == ("r1", "r2")
+    assert exporter.resolved.targets[0].regions == ("r1", "r2")
     assert list(exporter.states["t"].regions) == ["r1", "r2"]
 
 
@@ -93,7 +93,7 @@ def test_reload_drops_a_region_and_a_target_and_swaps_the_policy_only_when_ranki
         generation = state.snapshot().generation
         assert exporter.reload() is None
         assert state.policy is not policy
-        assert isinstance(state.policy, TrustedRanking) and state.policy.min_samples == 4
+        assert isinstance(state.policy, TrustedRanking) and state.policy.settings.min_samples == 4
         snapshot = state.snapshot()
         assert snapshot.generation > generation
         assert snapshot.ranking.ranked() == []  # r1 has 3 samples, fewer than the new minimum

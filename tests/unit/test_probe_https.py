@@ -282,7 +282,7 @@ def test_tls_stamp_is_the_handshake_and_the_stream_reports_tls(local_servers: Se
     server = local_servers.https()
     backend = https_probe.DeadlineBackend(Deadline(5.0))
     stream = backend.connect_tcp("127.0.0.1", server.port, 5.0)
-    context = https_probe.tls_context({"ca_file": local_servers.ca.ca_file})
+    context = https_probe.HttpsOptions.parse({"ca_file": local_servers.ca.ca_file}).ssl_context
     assert context is not None
     tls = stream.start_tls(context, "127.0.0.1", 5.0)
     try:
