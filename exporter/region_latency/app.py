@@ -19,7 +19,7 @@ from region_latency.ranking import RankingSettings, policy_for
 from region_latency.resolve import load_config_isolated
 from region_latency.scheduler import Job, Scheduler
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
-from region_latency.targets import ResolvedConfig, ResolvedTarget, load_targets, resolve_targets
+from region_latency.targets import ResolvedConfig, load_targets, resolve_targets
 from region_latency.tracker import RegionLatencyTracker
 
 log = logging.getLogger(__name__)

@@ -567,9 +567,9 @@ def _format_loc(loc: tuple[str | int, ...]) -> str:
 
 __all__ = [
     "CONFIG_ENV",
-    "DEFAULT_SERVICE",
     "DEFAULT_CACHE_PATH",
     "DEFAULT_LISTEN",
+    "DEFAULT_SERVICE",
     "OVERRIDES",
     "CacheConfig",
     "Config",

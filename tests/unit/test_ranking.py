@@ -12,9 +12,9 @@ from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import (
     PlainRanking,
     Ranking,
+    RankingSettingError,
     RankingSettings,
     RegionState,
-    RankingSettingError,
     TrustedRanking,
     policy_for,
 )

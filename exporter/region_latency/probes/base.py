@@ -8,9 +8,9 @@ import math
 import os
 import select
 import socket
+import ssl
 import threading
 import time
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
