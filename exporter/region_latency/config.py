@@ -291,7 +291,7 @@ class Config(_Model):
     concurrency: int = Field(default=64, ge=1, le=4096)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     targets: tuple[TargetConfig, ...] = Field(default_factory=_default_targets)
-    ranking: RankingSettings = Field(default_factory=RankingSettings)
+    ranking: RankingSettings = Field(default_factory=lambda: RankingSettings.model_validate({}))
 
     @field_validator("listen", mode="before")
     @classmethod

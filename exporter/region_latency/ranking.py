@@ -155,7 +155,7 @@ class TrustedRanking:
         if fields:
             base = settings.model_dump(exclude_unset=True) if settings is not None else {}
             settings = RankingSettings.model_validate({**base, **fields})
-        self.settings = settings if settings is not None else RankingSettings()
+        self.settings = settings if settings is not None else RankingSettings.model_validate({})
         self.interval = interval
         self.limits = self.settings.limits(interval)
         self._ejections: dict[str, _Ejection] = {}
@@ -313,14 +313,14 @@ class RankingSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     policy: Literal["trusted", "plain"] = "trusted"
-    max_failures: int = Field(DEFAULT_MAX_FAILURES, ge=1)
-    ttl: float | None = Field(None, gt=0)  # None: 3 * interval
-    min_samples: int = Field(DEFAULT_MIN_SAMPLES, ge=1)
-    margin_relative: float = Field(DEFAULT_MARGIN_RELATIVE, ge=0, lt=1)
-    margin_absolute: float = Field(DEFAULT_MARGIN_ABSOLUTE, ge=0)
-    switch_after: int = Field(DEFAULT_SWITCH_AFTER, ge=1)
-    base_ejection: float | None = Field(None, ge=0)  # None: 1 * interval
-    max_ejection: float | None = Field(None, ge=0)  # None: 10 * interval (at least base_ejection)
+    max_failures: int = Field(default=DEFAULT_MAX_FAILURES, ge=1)
+    ttl: float | None = Field(default=None, gt=0)  # None: 3 * interval
+    min_samples: int = Field(default=DEFAULT_MIN_SAMPLES, ge=1)
+    margin_relative: float = Field(default=DEFAULT_MARGIN_RELATIVE, ge=0, lt=1)
+    margin_absolute: float = Field(default=DEFAULT_MARGIN_ABSOLUTE, ge=0)
+    switch_after: int = Field(default=DEFAULT_SWITCH_AFTER, ge=1)
+    base_ejection: float | None = Field(default=None, ge=0)  # None: 1 * interval
+    max_ejection: float | None = Field(default=None, ge=0)  # None: 10 * interval (at least base_ejection)
     leader_yields_on_failure: bool = True
 
     @field_validator("ttl", "margin_absolute", "base_ejection", "max_ejection", mode="before")

@@ -7,6 +7,7 @@ still in flight is skipped for that round and counted, never run twice at once.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -216,12 +217,15 @@ class Scheduler:
         else:
             future = self._pool.submit(_run_and_deliver, job)
             self._running[job.key] = future
-            future.add_done_callback(lambda _f, key=job.key: self._finished(key))
+            future.add_done_callback(functools.partial(self._finished_future, job.key))
         nominal = slot.nominal + job.interval
         if nominal < now:  # fell behind (a stalled process): restart the cadence instead of bursting
             nominal = now + job.interval
         next_due = nominal + self._rng.uniform(-self.jitter, self.jitter) * job.interval
         heapq.heappush(self._heap, _Slot(next_due, next(self._seq), job, slot.generation, nominal))
+
+    def _finished_future(self, key: str, _future: Future[ProbeResult]) -> None:
+        self._finished(key)
 
     def _finished(self, key: str) -> None:
         with self._cond:

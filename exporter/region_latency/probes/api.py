@@ -198,7 +198,8 @@ def _bounded(work: Callable[[list[str]], ProbeResult], deadline: Deadline) -> Pr
         return ProbeResult.failure(ErrorKind.TIMEOUT, f"no answer within {deadline.timeout:g}s (during {stage[0]})")
     if "error" in box:
         raise box["error"]
-    return box["result"]
+    result: ProbeResult = box["result"]
+    return result
 
 
 # -- cached clients -------------------------------------------------------------------------------------
@@ -252,9 +253,10 @@ def _new_client(call: ApiCall) -> BaseClient | ProbeResult:
         read_timeout=call.timeout,
         user_agent_extra=f"region-latency-exporter/{__version__}",
     )
+    make_client: Callable[..., BaseClient] = session.client  # the service name is data, not a stub's literal
     try:
-        client = session.client(call.service, region_name=call.region, endpoint_url=call.url,
-                                verify=call.verify, config=config)
+        client = make_client(call.service, region_name=call.region, endpoint_url=call.url,
+                             verify=call.verify, config=config)
     except bce.UnknownServiceError:
         raise ValueError(f"api probe: botocore knows no service {call.service!r}") from None
     RoundTripTimer(_record_window, lambda exc: None).attach(client.meta.events)

@@ -230,7 +230,9 @@ def _request(
     extensions: dict[str, Any] = {"trace": trace, "timeout": _timeouts(deadline)}
     if endpoint.scheme == "https" and not endpoint.host_is_ip:
         extensions["sni_hostname"] = endpoint.host
-    headers = {"Host": endpoint.host_header(), "User-Agent": USER_AGENT, "Accept": "*/*", **options.headers}
+    headers: dict[bytes | str, bytes | str] = {"Host": endpoint.host_header(), "User-Agent": USER_AGENT,
+                                               "Accept": "*/*"}
+    headers.update(options.headers)
     try:
         with connection, connection.stream(options.method, url, headers=headers, extensions=extensions) as resp:
             _read_some(resp)
