@@ -10,9 +10,10 @@ this process's own. The serving process then imports botocore only when a target
 itself, at probe time).
 
 Protocol: one JSON request on the child's stdin, `{"targets": [{PLACEMENT_FIELDS...}, ...]}`; one JSON answer on
-its stdout, either `{"targets": [{"regions": [...], "urls": {region: url}}, ...]}` (one per target, in order) or
-`{"error": {"target": index, "path": [field, ...], "problem": "..."}}` (re-raised as the same one-line ConfigError
-an in-process resolution gives).
+its stdout, `{"targets": [...]}` with one entry per target, in order: `{"regions": [...], "urls": {region: url}}`,
+or `{"error": {"path": [field, ...], "problem": "..."}}` for the first target `place` refused (the list ends
+there). The parent checks the targets before it, then raises the same one-line ConfigError an in-process
+resolution gives.
 
 If the child cannot run or answer (it crashed, timed out, or printed something else), the parent logs a warning and
 resolves in-process: the configuration still loads the same, only the memory saving is lost.
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from region_latency.targets import Placement, ResolvedConfig
+    from region_latency.targets import Placement, PlacementError, ResolvedConfig
 
 # The config code (pydantic, the probe kinds) is imported after the child has started: the two import in parallel.
 
@@ -99,9 +100,6 @@ class PendingConfig:
         answer = self._answer({"targets": [placement_request(t) for t in config.targets]})
         if answer is None:
             return resolve_targets(config, source)
-        if "error" in answer:
-            error = answer["error"]
-            raise ConfigError.at(source, ("targets", int(error["target"]), *error["path"]), str(error["problem"]))
         return resolve_targets(config, source, placements=_placements(answer["targets"]))
 
     def _answer(self, request: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -131,32 +129,46 @@ class PendingConfig:
 
 
 def _well_formed(answer: object, count: int) -> bool:
-    if not isinstance(answer, dict):
+    """One entry per target, each regions and URLs, or an error that ends the list early."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("targets"), list):
         return False
-    if isinstance(answer.get("error"), dict):
-        error = answer["error"]
-        return isinstance(error.get("target"), int) and isinstance(error.get("path"), list)
-    targets = answer.get("targets")
-    return (isinstance(targets, list) and len(targets) == count
-            and all(isinstance(t, dict) and isinstance(t.get("regions"), list) and isinstance(t.get("urls"), dict)
-                    and all(isinstance(t["urls"].get(r), str) for r in t["regions"]) for t in targets))
+    targets = answer["targets"]
+    for i, entry in enumerate(targets):
+        if not isinstance(entry, dict):
+            return False
+        error = entry.get("error")
+        if error is not None:
+            return (i == len(targets) - 1 and isinstance(error, dict) and isinstance(error.get("path"), list)
+                    and isinstance(error.get("problem"), str))
+        if not (isinstance(entry.get("regions"), list) and isinstance(entry.get("urls"), dict)
+                and all(isinstance(entry["urls"].get(r), str) for r in entry["regions"])):
+            return False
+    return len(targets) == count
 
 
-def _placements(targets: Sequence[Mapping[str, Any]]) -> list[Placement]:
-    return [(tuple(t["regions"]), dict(t["urls"])) for t in targets]
+def _placements(targets: Sequence[Mapping[str, Any]]) -> list[Placement | PlacementError]:
+    from region_latency.targets import PlacementError
+
+    out: list[Placement | PlacementError] = []
+    for entry in targets:
+        if "error" in entry:
+            out.append(PlacementError(tuple(entry["error"]["path"]), entry["error"]["problem"]))
+        else:
+            out.append((tuple(entry["regions"]), dict(entry["urls"])))
+    return out
 
 
 def answer(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The child's side: `place` every target (botocore's data) and return the regions and URLs, or the first
-    target's error."""
+    """The child's side: `place` every target (botocore's data); their regions and URLs, up to the first error."""
     from region_latency.targets import PlacementError, place
 
-    placed = []
-    for i, spec in enumerate(request["targets"]):
+    placed: list[dict[str, Any]] = []
+    for spec in request["targets"]:
         try:
             regions, urls = place(**spec)
         except PlacementError as exc:
-            return {"error": {"target": i, "path": list(exc.path), "problem": exc.problem}}
+            placed.append({"error": {"path": list(exc.path), "problem": exc.problem}})
+            break
         placed.append({"regions": list(regions), "urls": dict(urls)})
     return {"targets": placed}
 

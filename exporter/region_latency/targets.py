@@ -138,13 +138,17 @@ def resolve_target(target: TargetConfig, placement: Placement | None = None) -> 
 
 
 def resolve_targets(config: Config, source: str = "config",
-                    placements: Sequence[Placement] | None = None) -> ResolvedConfig:
+                    placements: Sequence[Placement | PlacementError] | None = None) -> ResolvedConfig:
     """Every target of `config` resolved, in order; ConfigError (one line, named after `source`) for the first
-    that cannot be. `placements` (one per target, from region_latency.resolve's child) skip botocore."""
+    that cannot be. `placements` (per target, in order, from region_latency.resolve's child; a PlacementError
+    where `place` failed, the list ending there) skip botocore."""
     resolved = []
     for i, target in enumerate(config.targets):
         try:
-            resolved.append(resolve_target(target, placements[i] if placements is not None else None))
+            given = placements[i] if placements is not None else None
+            if isinstance(given, PlacementError):
+                raise given
+            resolved.append(resolve_target(target, given))
         except PlacementError as exc:
             raise ConfigError.at(source, ("targets", i, *exc.path), exc.problem) from None
     return ResolvedConfig(config=config, targets=tuple(resolved))

@@ -130,6 +130,19 @@ def test_placements_given_skip_botocore(tmp_path: Path) -> None:
     assert out.stdout.split() == ["https://x.example", "False"], out.stderr
 
 
+def test_the_first_problem_in_target_order_wins_as_in_process(tmp_path: Path) -> None:
+    """Target 0's options do not fit its URL, target 1's region is unknown: both ways report target 0."""
+    path = write(tmp_path, "targets:\n"
+                           "  - {service: s3, probe: api, regions: [], endpoints: {local: 'http://127.0.0.1:1'}}\n"
+                           "  - {service: s3, regions: [us-east1]}\n")
+    with pytest.raises(ConfigError) as here:
+        load_targets(path, env={})
+    with pytest.raises(ConfigError) as there:
+        resolve.load_config_isolated(path, env={})
+    assert str(there.value) == str(here.value)
+    assert here.value.field == "targets[0].options"
+
+
 def test_a_child_that_cannot_answer_falls_back_to_an_in_process_load(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path, FILE)
@@ -146,9 +159,10 @@ def test_the_child_protocol() -> None:
     request = {"targets": [spec, {**spec, "regions": ["eu-west-1", "us-east1"]}]}
     out = subprocess.run([sys.executable, "-m", "region_latency.resolve"], input=json.dumps(request),
                          capture_output=True, text=True, check=True, timeout=60)
-    error = json.loads(out.stdout)["error"]
-    assert (error["target"], error["path"]) == (1, ["regions", 1])
-    assert error["problem"].startswith("unknown region 'us-east1' in partition 'aws'")
+    first, second = json.loads(out.stdout)["targets"]
+    assert first == {"regions": ["us-east-1"], "urls": {"us-east-1": "https://s3.amazonaws.com"}}
+    assert second["error"]["path"] == ["regions", 1]
+    assert second["error"]["problem"].startswith("unknown region 'us-east1' in partition 'aws'")
     out = subprocess.run([sys.executable, "-m", "region_latency.resolve"], input=json.dumps({"targets": [spec]}),
                          capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(out.stdout) == {"targets": [{"regions": ["us-east-1"],
