@@ -10,14 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from region_latency.cache import Cache, FileCache, PrefixedCache
-from region_latency.config import Config, ConfigError, TargetConfig, load_config, parse_listen
+from region_latency.config import Config, ConfigError, parse_listen
 from region_latency.export.prometheus import build_registry
 from region_latency.export.web import ExporterApp, WebHooks, WebServer
 from region_latency.probes import get_probe
 from region_latency.probes.base import ProbeResult, Target
-from region_latency.ranking import RankingPolicy
+from region_latency.ranking import RankingSettings, policy_for
+from region_latency.resolve import load_config_isolated
 from region_latency.scheduler import Job, Scheduler
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
+from region_latency.targets import ResolvedConfig, load_targets, resolve_targets
 from region_latency.tracker import RegionLatencyTracker
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,11 @@ class ConfigSource:
     overrides: Mapping[str, object] | None
     isolated: bool = True
 
-    def load(self) -> Config:
+    def load(self) -> ResolvedConfig:
+        """The configuration with its targets resolved; ConfigError (one line) when it is invalid."""
         if self.isolated:
-            from region_latency.resolve import load_config_isolated
-
             return load_config_isolated(self.path, env=self.env, overrides=self.overrides)
-        return load_config(self.path, env=self.env, overrides=self.overrides)
+        return load_targets(self.path, env=self.env, overrides=self.overrides)
 
 
 def make_cache(config: Config) -> Cache | None:
@@ -65,30 +66,30 @@ def make_cache(config: Config) -> Cache | None:
     return FileCache(config.cache.path)
 
 
-def make_policy(config: Config, target: TargetConfig) -> RankingPolicy:
-    """The ranking policy a target uses (see ranking.py)."""
-    from region_latency.ranking import policy_from_config
-
-    return policy_from_config(config.ranking, interval=target.interval)
-
-
 class Exporter:
     """Owns the trackers, their states, the scheduler and the web server of one process."""
 
-    def __init__(self, source: ConfigSource, config: Config | None = None, *,
+    def __init__(self, source: ConfigSource, config: ResolvedConfig | Config | None = None, *,
                  probe_thread_setup: Callable[[], None] | None = None) -> None:
-        """`probe_thread_setup` runs in each probe thread before its first probe (the demo enters a netns)."""
+        """`config` is what `source.load()` returned (loaded already), or a Config made in code, resolved here;
+        None: load it from `source`. `probe_thread_setup` runs in each probe thread before its first probe (the
+        demo enters a netns)."""
         self.source = source
-        self.config = config or source.load()
+        if config is None:
+            config = source.load()
+        elif isinstance(config, Config):
+            config = resolve_targets(config, "config")
+        self.resolved = config
+        self.config = config.config
         self.cache = make_cache(self.config)
         self.states: dict[str, TargetState] = {}
         self._targets: dict[str, dict[str, Target]] = {}
-        self._policy_keys: dict[str, tuple[str, float]] = {}
+        self._policy_keys: dict[str, tuple[RankingSettings, float]] = {}
         self._cache_loaded = False
         self._reload_lock = threading.Lock()
         self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate,
                                    thread_initializer=probe_thread_setup)
-        self._apply(self.config)
+        self._apply(self.resolved)
         self.registry = build_registry(self.snapshots)
         hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.reload)
         host, port = parse_listen(self.config.listen)
@@ -128,13 +129,13 @@ class Exporter:
         """Re-read the configuration; keep tracker state of unchanged targets. Returns an error or None."""
         with self._reload_lock:
             try:
-                config = self.source.load()
-                self._check_reloadable(config)
-                self._apply(config)
+                resolved = self.source.load()
+                self._check_reloadable(resolved.config)
+                self._apply(resolved)
             except (ConfigError, ValueError) as exc:
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 return str(exc)
-            self.config = config
+            self.resolved, self.config = resolved, resolved.config
             log.info("configuration reloaded: %d target(s)", len(self.states))
             return None
 
@@ -147,20 +148,20 @@ class Exporter:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _apply(self, config: Config) -> None:
+    def _apply(self, resolved: ResolvedConfig) -> None:
         """Build or update one TargetState per configured target, then hand the jobs to the scheduler."""
-        resolved = {}
-        for target in config.targets:  # resolve everything first: a bad target changes nothing
-            targets = {t.region: t for t in target.probe_targets()}
-            resolved[target.name] = (target, list(targets), targets, make_policy(config, target))
+        ranking = resolved.config.ranking
         jobs = []
-        for name, (target, regions, targets, policy) in resolved.items():
+        for target in resolved.targets:
+            name, config = target.name, target.config
+            regions, targets = list(target.regions), target.probe_targets()
+            policy = policy_for(ranking, config.interval)
             # A reload with the same ranking settings keeps the policy: its #1 and ejection history survive.
-            policy_key = (repr(sorted(config.ranking.items())), target.interval)
+            policy_key = (ranking, config.interval)
             keep_policy = self._policy_keys.get(name) == policy_key
             self._policy_keys[name] = policy_key
             state = self.states.get(name)
-            info = TargetInfo(name=name, service=target.service, probe=target.probe)
+            info = TargetInfo(name=name, service=config.service, probe=config.probe)
             if state is None or state.info != info:
                 if state is not None:
                     state.tracker.close()
@@ -172,17 +173,17 @@ class Exporter:
             else:
                 state.set_regions(regions, None if keep_policy else policy)
             self._targets[name] = targets
-            probe = get_probe(target.probe)
+            probe = get_probe(config.probe)
             for region, probe_target in targets.items():
                 jobs.append(Job(
                     key=f"{name}/{region}",
                     target=probe_target,
                     probe=probe,
-                    interval=target.interval,
-                    timeout=target.timeout,
+                    interval=config.interval,
+                    timeout=config.timeout,
                     on_result=_recorder(state, region),
                 ))
-        for name in set(self.states) - set(resolved):
+        for name in set(self.states) - {t.name for t in resolved.targets}:
             self.states.pop(name).tracker.close()
             self._targets.pop(name, None)
             self._policy_keys.pop(name, None)

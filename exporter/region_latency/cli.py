@@ -23,7 +23,7 @@ import click
 from region_latency import __version__
 
 if TYPE_CHECKING:
-    from region_latency.config import Config, TargetConfig
+    from region_latency.targets import ResolvedConfig, ResolvedTarget
 
 # The config code (pydantic, yaml) is imported where it is used: `serve` first starts the child process that works
 # out regions and URLs, and then imports it while that child runs.
@@ -38,11 +38,13 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def _load(config_path: str | None, overrides: dict[str, object]) -> Config:
-    from region_latency.config import ConfigError, load_config
+def _load(config_path: str | None) -> ResolvedConfig:
+    """The configuration with its targets resolved in this process (botocore included), or exit 2."""
+    from region_latency.config import ConfigError
+    from region_latency.targets import load_targets
 
     try:
-        return load_config(config_path, overrides={k: v for k, v in overrides.items() if v is not None})
+        return load_targets(config_path)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -109,16 +111,16 @@ def serve(config_path: str | None, listen: str | None, cache_type: str | None, c
     from region_latency.config import ConfigError
 
     try:
-        config = pending.result()
+        loaded = pending.result()
     except ConfigError as exc:
         _fail(str(exc))
     source = ConfigSource(config_path, None, given)
-    _setup_logging(config.log_level)
+    _setup_logging(loaded.config.log_level)
     _limit_malloc_arenas()
     try:
-        exporter = Exporter(source, config)
+        exporter = Exporter(source, loaded)
     except OSError as exc:
-        _fail(f"cannot listen on {config.listen}: {exc.strerror or exc}", 1)
+        _fail(f"cannot listen on {loaded.config.listen}: {exc.strerror or exc}", 1)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
     _run_until_signalled(exporter)
@@ -207,8 +209,7 @@ def probe(config_path: str | None, service: str | None, probe_kind: str, regions
           as_json: bool) -> None:
     """Probe every region COUNT times now and print them ranked (like gcping/awsping)."""
     targets = _probe_targets_from_flags(config_path, service, probe_kind, regions, endpoints, partition, timeout)
-    report = [_probe_target(target, {t.region: t for t in target.probe_targets()}, count, concurrency)
-              for target in targets]
+    report = [_probe_target(target, count, concurrency) for target in targets]
     if as_json:
         click.echo(json.dumps({"targets": report}, indent=2))
     else:
@@ -218,10 +219,11 @@ def probe(config_path: str | None, service: str | None, probe_kind: str, regions
 
 def _probe_targets_from_flags(config_path: str | None, service: str | None, probe_kind: str,
                               regions: Sequence[str], endpoints: Sequence[str], partition: str,
-                              timeout: float) -> list[TargetConfig]:
+                              timeout: float) -> list[ResolvedTarget]:
     from pydantic import ValidationError
 
     from region_latency.config import ConfigError, TargetConfig
+    from region_latency.targets import PlacementError, resolve_target
 
     explicit: dict[str, str] = {}
     for item in endpoints:
@@ -232,24 +234,29 @@ def _probe_targets_from_flags(config_path: str | None, service: str | None, prob
     if service is None:
         if regions or explicit:
             _fail("--region and --endpoint need --service (or put them in the config file)")
-        return list(_load(config_path, {}).targets)
+        return list(_load(config_path).targets)
     try:
-        return [TargetConfig.model_validate({
+        target = TargetConfig.model_validate({
             "service": service, "probe": probe_kind, "partition": partition,
             "regions": list(regions) if regions else "auto", "endpoints": explicit,
             "timeout": timeout, "interval": max(timeout * 2, 30.0),
-        })]
+        })
+        return [resolve_target(target)]
     except ValidationError as exc:
         _fail(str(ConfigError.from_validation(exc, source="flags")))
+    except PlacementError as exc:
+        _fail(str(ConfigError.at("flags", exc.path, exc.problem)))
 
 
-def _probe_target(target: TargetConfig, probes: dict[str, Any], count: int, concurrency: int) -> dict[str, Any]:
+def _probe_target(target: ResolvedTarget, count: int, concurrency: int) -> dict[str, Any]:
     from region_latency.probes import get_probe
     from region_latency.scheduler import Job, run_sweep
     from region_latency.tracker import RegionLatencyTracker
 
+    config = target.config
+    probes = target.probe_targets()
     tracker = RegionLatencyTracker()
-    probe_fn = get_probe(target.probe)
+    probe_fn = get_probe(config.probe)
     samples: dict[str, list[float]] = {region: [] for region in probes}
     errors: dict[str, list[str]] = {region: [] for region in probes}
 
@@ -260,9 +267,9 @@ def _probe_target(target: TargetConfig, probes: dict[str, Any], count: int, conc
         else:
             errors[probe_target.region].append(f"{result.error}: {result.detail}")
 
-    jobs = [Job(f"{target.name}/{r}", t, probe_fn, target.interval, target.timeout, record) for r, t in probes.items()]
+    jobs = [Job(f"{config.name}/{r}", t, probe_fn, config.interval, config.timeout, record) for r, t in probes.items()]
     show_bar = sys.stderr.isatty()
-    with click.progressbar(length=count * len(jobs), label=f"probing {target.name}", file=sys.stderr,
+    with click.progressbar(length=count * len(jobs), label=f"probing {config.name}", file=sys.stderr,
                            hidden=not show_bar) as bar:
         for _ in range(count):
             run_sweep(jobs, concurrency)
@@ -280,7 +287,7 @@ def _probe_target(target: TargetConfig, probes: dict[str, Any], count: int, conc
             "errors": len(errors[region]),
             "last_error": errors[region][-1] if errors[region] else None,
         })
-    return {"name": target.name, "service": target.service, "probe": target.probe, "regions": rows}
+    return {"name": config.name, "service": config.service, "probe": config.probe, "regions": rows}
 
 
 def _print_table(entry: dict[str, Any]) -> None:
@@ -319,11 +326,12 @@ def regions(service: str, partition: str, as_json: bool) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
 def check_config(config_path: str | None) -> None:
     """Validate the configuration, resolve its regions, and print the effective settings."""
-    config = _load(config_path, {})
-    click.echo(config.dump(resolved=True), nl=False)
-    for target in config.targets:
-        click.echo(f"# target {target.name}: {target.service} via {target.probe}, {len(target.region_names)} "
-                   f"region(s), every {target.interval:g}s, timeout {target.timeout:g}s", err=True)
+    loaded = _load(config_path)
+    click.echo(loaded.dump(), nl=False)
+    for target in loaded.targets:
+        config = target.config
+        click.echo(f"# target {config.name}: {config.service} via {config.probe}, {len(target.regions)} "
+                   f"region(s), every {config.interval:g}s, timeout {config.timeout:g}s", err=True)
     click.echo("configuration OK", err=True)
 
 

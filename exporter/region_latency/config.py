@@ -1,17 +1,19 @@
-"""The exporter's configuration: a YAML file, then environment variables, then CLI flags (later wins).
+"""The exporter's configuration schema: a YAML file, then environment variables, then CLI flags (later wins).
 
-Models are frozen pydantic v2 models; durations are float seconds. Every problem becomes one `ConfigError` whose
-message is a single line naming where the value came from (file, env var or flag), the field path and the problem,
-so a bad config can be fixed without reading a traceback. See docs/CONFIG.md for the schema.
+Typed, frozen pydantic v2 models and nothing else: parsed once, durations as float seconds, each probe kind's
+options as that kind's own model (region_latency.probes), the ranking settings as the ranking's own model
+(region_latency.ranking). Which regions and URLs a target probes is worked out from botocore's data afterwards,
+by region_latency.targets. Every problem becomes one `ConfigError` whose message is a single line naming where the
+value came from (file, env var or flag), the field path and the problem, so a bad config can be fixed without
+reading a traceback. See docs/CONFIG.md for the schema.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,15 +22,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
-from region_latency import regions as _regions
-from region_latency.probes import PROBE_KINDS, Target, check_target
+from region_latency.durations import format_duration, parse_duration
+from region_latency.probes import PROBE_KINDS, ProbeOptions
+from region_latency.ranking import RankingSettingError, RankingSettings
+from region_latency.regions import DEFAULT_PARTITION, check_region_name
 
 DEFAULT_LISTEN = ":9720"
 DEFAULT_CACHE_PATH = "~/.cache/region-latency-exporter/latencies.json"
@@ -60,6 +64,11 @@ class ConfigError(Exception):
         super().__init__(": ".join(part for part in (source, field, self.problem) if part))
 
     @classmethod
+    def at(cls, source: str, path: tuple[str | int, ...], problem: str) -> ConfigError:
+        """The error for the field at `path` (e.g. `("targets", 0, "regions", 1)` -> `targets[0].regions[1]`)."""
+        return cls(source, _format_loc(path), problem)
+
+    @classmethod
     def from_validation(cls, exc: ValidationError, source: str) -> ConfigError:
         """One line from a ValidationError of any model here (e.g. a TargetConfig built from CLI flags)."""
         return _config_error(exc, source, {})
@@ -74,48 +83,6 @@ class _FieldError(ValueError):
 
 
 # --- value parsers ------------------------------------------------------------------------------------------------
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds from `500ms`, `5s`, `1m`, `1h`, `1m30s` or a plain number of seconds.
-
-    ValueError for anything else, negative or non-finite values.
-    """
-    hint = "(use e.g. 500ms, 30s, 1m)"
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r} {hint}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if _NUMBER.fullmatch(text):
-            seconds = float(text)
-        elif text and _DURATION_PART.sub("", text) == "":
-            seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
-        else:
-            raise ValueError(f"invalid duration {value!r} {hint}")
-    else:
-        raise ValueError(f"invalid duration {value!r} {hint}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"invalid duration {value!r}: must be a finite, non-negative time {hint}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest of `500ms`, `30s`, `5m`, `1h` that is exact; for dumps that read like the input."""
-    for unit in ("h", "m", "s"):
-        count = seconds / _DURATION_UNITS[unit]
-        if count >= 1 and count == int(count):
-            return f"{int(count)}{unit}"
-    millis = round(seconds * 1000, 6)
-    if seconds < 1 and millis == int(millis):
-        return f"{int(millis)}ms"
-    return f"{seconds:g}s"
-
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
@@ -193,33 +160,17 @@ class CacheConfig(_Model):
         return value
 
 
-def _resolution(info: ValidationInfo, name: object) -> Mapping[str, Any] | None:
-    """The target's regions and URLs worked out beforehand (`load_config(resolved=...)`), or None: resolve here."""
-    resolved = (info.context or {}).get("resolved")
-    if not isinstance(resolved, Mapping) or not isinstance(name, str):
-        return None
-    entry = resolved.get(name)
-    if (not isinstance(entry, Mapping) or not isinstance(entry.get("regions"), list | tuple)
-            or not isinstance(entry.get("urls"), Mapping)
-            or any(not isinstance(entry["urls"].get(r), str) for r in entry["regions"])):
-        return None
-    return entry
-
-
 class TargetConfig(_Model):
     """One service probed one way in every region of a list; one tracker each.
 
-    Validation resolves the regions and URLs with botocore (region_latency.regions), unless the validation context
-    carries them already: `{"resolved": {target name: {"regions": [...], "urls": {region: url}}}}`, as worked out
-    by an earlier validation of the same input (region_latency.resolve does that in a child process, so that the
-    serving process never imports botocore). Then the botocore checks (service, partition, region names) are
-    skipped: that earlier validation made them.
+    Only the schema: which regions `auto` means, whether the service, partition and region names exist in
+    botocore's data, and the endpoint URLs are worked out by region_latency.targets.
     """
 
     name: str
     service: str
     probe: str = "https"
-    partition: str = _regions.DEFAULT_PARTITION
+    partition: str = DEFAULT_PARTITION
     regions: Literal["auto"] | tuple[str, ...] = "auto"
     exclude_regions: tuple[str, ...] = ()
     endpoints: dict[str, str] = Field(default_factory=dict)
@@ -227,10 +178,7 @@ class TargetConfig(_Model):
     dualstack: bool = False
     interval: float = 30.0
     timeout: float = 5.0
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    _region_names: tuple[str, ...] = PrivateAttr(default=())
-    _urls: dict[str, str] = PrivateAttr(default_factory=dict)
+    options: ProbeOptions = Field(default=None, validate_default=True)  # the probe kind's own model
 
     @model_validator(mode="before")
     @classmethod
@@ -248,25 +196,11 @@ class TargetConfig(_Model):
             raise ValueError(f"invalid target name {value!r} (letters, digits, '-', '_', '.', ':'; no spaces)")
         return value
 
-    @field_validator("service")
-    @classmethod
-    def _service(cls, value: str, info: ValidationInfo) -> str:
-        if _resolution(info, info.data.get("name")) is None:
-            _regions.check_service(value)
-        return value
-
     @field_validator("probe")
     @classmethod
     def _probe(cls, value: str) -> str:
         if value not in PROBE_KINDS:
             raise ValueError(f"unknown probe kind {value!r} (use {', '.join(sorted(PROBE_KINDS))})")
-        return value
-
-    @field_validator("partition")
-    @classmethod
-    def _partition(cls, value: str, info: ValidationInfo) -> str:
-        if _resolution(info, info.data.get("name")) is None:
-            _regions.check_partition(value)
         return value
 
     @field_validator("regions", mode="before")
@@ -297,8 +231,16 @@ class TargetConfig(_Model):
 
     @field_validator("options", mode="before")
     @classmethod
-    def _options(cls, value: Any) -> Any:
-        return _none_as_empty(value, {})
+    def _options(cls, value: Any, info: ValidationInfo) -> Any:
+        """Validated once, here, by the probe kind's own options model."""
+        kind = PROBE_KINDS.get(info.data.get("probe", ""))
+        if kind is None:
+            return ProbeOptions()  # the unknown probe kind is the error to report
+        return kind.options(_none_as_empty(value, {}))
+
+    @field_serializer("options")
+    def _dump_options(self, options: ProbeOptions) -> dict[str, Any]:
+        return options.model_dump(exclude_unset=True)
 
     @field_validator("interval", "timeout", mode="before")
     @classmethod
@@ -309,78 +251,15 @@ class TargetConfig(_Model):
         return seconds
 
     @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> TargetConfig:
+    def _timeout_within_interval(self) -> TargetConfig:
         if self.timeout >= self.interval:
             raise _FieldError(("timeout",), f"timeout ({format_duration(self.timeout)}) must be shorter than "
                                             f"interval ({format_duration(self.interval)})")
-        given = _resolution(info, self.name)
-        if given is not None:
-            self._region_names = tuple(given["regions"])
-            self._urls = {region: given["urls"][region] for region in self._region_names}
-        else:
-            names = self._effective_regions()
-            self._region_names = names
-            self._urls = {region: self._url_for(region) for region in names}
-        for target in self.probe_targets():
-            try:
-                check_target(self.probe, target)
-            except ValueError as exc:
-                raise _FieldError(("options",), f"{exc} (region {target.region})") from None
         return self
 
-    def _effective_regions(self) -> tuple[str, ...]:
-        """auto (botocore's list) or the given list, minus exclude_regions, plus regions named only in endpoints."""
-        known = set(_regions.partition_regions(self.partition))
-        for i, region in enumerate(self.exclude_regions):
-            if region not in known and region not in self.endpoints:
-                raise _FieldError(("exclude_regions", i), _unknown_region(region, self.partition, known))
-        if self.regions == "auto":
-            base = _regions.available_regions(self.service, self.partition)
-        else:
-            base = list(self.regions)
-        names = [r for r in base if r not in self.exclude_regions]
-        names += [r for r in self.endpoints if r not in names and r not in self.exclude_regions]
-        if not names:
-            raise _FieldError(("regions",), self._no_regions_message())
-        return tuple(names)
-
-    def _no_regions_message(self) -> str:
-        if self.regions == "auto" and not self.exclude_regions:
-            return (f"botocore knows no regions for {self.service!r} in partition {self.partition!r}; "
-                    f"list them under regions: or endpoints:")
-        return "no regions left to probe (check regions and exclude_regions)"
-
-    def _url_for(self, region: str) -> str:
-        if region in self.endpoints:
-            return self.endpoints[region]
-        known = _regions.partition_regions(self.partition)
-        position = ("regions", self.regions.index(region)) if isinstance(self.regions, tuple) else ("regions",)
-        if region not in known:
-            raise _FieldError(position, _unknown_region(region, self.partition, set(known)))
-        try:
-            return _regions.endpoint_url(self.service, region, fips=self.fips, dualstack=self.dualstack)
-        except ValueError as exc:
-            if self.fips or self.dualstack:
-                position = ("fips",) if self.fips else ("dualstack",)
-            raise _FieldError(position, str(exc)) from None
-
     def __hash__(self) -> int:
-        # endpoints/options are dicts, which pydantic's frozen hash cannot take; the name identifies a target
+        # endpoints/options hold dicts, which pydantic's frozen hash cannot take; the name identifies a target
         return hash((self.name, self.service, self.probe, self.partition))
-
-    @property
-    def region_names(self) -> tuple[str, ...]:
-        """The regions this target probes, in order: resolved from `regions`, `exclude_regions`, `endpoints`."""
-        return self._region_names
-
-    def endpoint_for(self, region: str) -> str:
-        """The URL probed in `region`: the explicit endpoint if given, else botocore's (KeyError if not probed)."""
-        return self._urls[region]
-
-    def probe_targets(self) -> list[Target]:
-        """One probe `Target` per region, carrying the target's options."""
-        return [Target(service=self.service, region=r, url=self._urls[r], options=dict(self.options))
-                for r in self._region_names]
 
 
 def _region_list(value: Any, field: str) -> tuple[str, ...]:
@@ -394,19 +273,10 @@ def _region_list(value: Any, field: str) -> tuple[str, ...]:
 
 
 def _check_region_label(region: Any, path: tuple[str | int, ...]) -> None:
-    if not isinstance(region, str) or not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", region):
-        raise _FieldError(path, f"invalid region name {region!r} (lowercase letters, digits and '-', "
-                                f"e.g. us-east-1)")
-
-
-def _unknown_region(region: str, partition: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(region, sorted(known), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    elsewhere = _regions.region_partition(region)
-    if elsewhere != partition and region in _regions.partition_regions(elsewhere):
-        return f"region {region!r} is in partition {elsewhere!r}, not {partition!r}"
-    return (f"unknown region {region!r} in partition {partition!r}{hint} "
-            f"(a region botocore does not know needs an entry under endpoints:)")
+    try:
+        check_region_name(region)
+    except ValueError as exc:
+        raise _FieldError(path, str(exc)) from None
 
 
 def _default_targets() -> tuple[TargetConfig, ...]:
@@ -421,7 +291,7 @@ class Config(_Model):
     concurrency: int = Field(default=64, ge=1, le=4096)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     targets: tuple[TargetConfig, ...] = Field(default_factory=_default_targets)
-    ranking: dict[str, Any] = Field(default_factory=dict)
+    ranking: RankingSettings = Field(default_factory=lambda: RankingSettings.model_validate({}))
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -460,7 +330,14 @@ class Config(_Model):
     @field_validator("ranking", mode="before")
     @classmethod
     def _ranking(cls, value: Any) -> Any:
-        return _none_as_empty(value, {})
+        value = _none_as_empty(value, {})
+        if not isinstance(value, Mapping | RankingSettings):
+            raise ValueError(f"must be a mapping, got {type(value).__name__}")
+        return value
+
+    @field_serializer("ranking")
+    def _dump_ranking(self, ranking: RankingSettings) -> dict[str, Any]:
+        return ranking.model_dump(exclude_unset=True)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -474,20 +351,18 @@ class Config(_Model):
         return self
 
     @model_validator(mode="after")
-    def _ranking_settings(self) -> Config:
-        """Build every target's ranking policy once: some limits depend on the target's interval."""
-        from region_latency.ranking import policy_from_config
-
+    def _ranking_fits_every_interval(self) -> Config:
+        """Some ranking limits depend on the probe interval (a ttl must exceed it): check them per target."""
+        if self.ranking.policy != "trusted":
+            return self
         for i, target in enumerate(self.targets):
             try:
-                policy_from_config(self.ranking, interval=target.interval)
-            except ValueError as exc:
-                field, _, problem = str(exc).partition(": ")
-                path = tuple(field.split(".")) if field.startswith("ranking") and problem else ("ranking",)
-                detail = problem or str(exc)
+                self.ranking.limits(target.interval)
+            except RankingSettingError as exc:
+                detail = exc.problem
                 if i or len(self.targets) > 1 or "interval" in detail:
                     detail += f" (target {target.name}, interval {format_duration(target.interval)})"
-                raise _FieldError(path, detail) from None
+                raise _FieldError(("ranking", exc.field), detail) from None
         return self
 
     def __hash__(self) -> int:
@@ -498,20 +373,21 @@ class Config(_Model):
         """(host, port) to bind; see `parse_listen`."""
         return parse_listen(self.listen)
 
-    def as_dict(self, *, resolved: bool = False) -> dict[str, Any]:
-        """Plain data in the file's own shape (durations as `30s`); `resolved` spells out each target's regions."""
+    def as_dict(self, *, regions: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+        """Plain data in the file's own shape (durations as `30s`); `regions` (target name -> the regions it
+        probes, from region_latency.targets) spells them out instead of `auto` / `exclude_regions`."""
         data = self.model_dump(mode="json")
         for target, raw in zip(self.targets, data["targets"], strict=True):
             raw["interval"] = format_duration(target.interval)
             raw["timeout"] = format_duration(target.timeout)
-            if resolved:
-                raw["regions"] = list(target.region_names)
+            if regions is not None and target.name in regions:
+                raw["regions"] = list(regions[target.name])
                 raw["exclude_regions"] = []
         return data
 
-    def dump(self, *, resolved: bool = False) -> str:
+    def dump(self, *, regions: Mapping[str, Sequence[str]] | None = None) -> str:
         """The effective configuration as YAML that `load_config` reads back to an equal Config."""
-        return yaml.safe_dump(self.as_dict(resolved=resolved), sort_keys=False, default_flow_style=False)
+        return yaml.safe_dump(self.as_dict(regions=regions), sort_keys=False, default_flow_style=False)
 
 
 # --- loading ------------------------------------------------------------------------------------------------------
@@ -522,7 +398,7 @@ def read_config(path: str | os.PathLike[str] | None = None, *,
     """(path, text) of the configuration file: `path`, else `$REGION_LATENCY_CONFIG`, else (None, None).
 
     ConfigError (one line) when the file cannot be read. `load_config(path, text=text)` then parses exactly this
-    text, so two loads of one text (see region_latency.resolve) cannot see two versions of the file.
+    text (region_latency.resolve reads the file while its child process starts).
     """
     env = os.environ if env is None else env
     if path is None and env.get(CONFIG_ENV):
@@ -530,21 +406,27 @@ def read_config(path: str | os.PathLike[str] | None = None, *,
     return path, (_read_text(Path(path)) if path is not None else None)
 
 
+def config_source(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> str:
+    """How errors name the configuration `load_config(path, env=env)` reads: the file, or `default config`."""
+    env = os.environ if env is None else env
+    if path is None and env.get(CONFIG_ENV):
+        path = env[CONFIG_ENV]
+    return str(path) if path is not None else "default config"
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, object] | None = None, text: str | None = None,
-                resolved: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+                overrides: Mapping[str, object] | None = None, text: str | None = None) -> Config:
     """Read the YAML file (or `$REGION_LATENCY_CONFIG`, or nothing: defaults), then apply env and CLI overrides.
 
     `env` defaults to os.environ; `overrides` (CLI flags) use the keys of OVERRIDES, None values are ignored.
     `text`, when given, is the file's content as `read_config` returned it (the file is not read again; `path`
-    only names it in messages). `resolved` maps target names to their regions and URLs worked out by an earlier
-    load of the same input (see `TargetConfig`); targets it names need no botocore.
+    only names it in messages). No botocore: region_latency.targets works out regions and URLs afterwards.
     Raises ConfigError with a one-line message.
     """
     env = os.environ if env is None else env
+    source = config_source(path, env=env)
     if path is None and env.get(CONFIG_ENV):
         path = env[CONFIG_ENV]
-    source = str(path) if path is not None else "default config"
     if path is None:
         raw: dict[str, Any] = {}
     else:
@@ -561,11 +443,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
         if value is not None:
             raw = _set_path(raw, OVERRIDES[key], value)
             sources[OVERRIDES[key]] = "--" + key.replace("_", "-")
-    if "targets" not in raw:
-        # the default target, spelled out so that it is validated with the context (a default_factory is not)
-        raw = {**raw, "targets": [{"service": DEFAULT_SERVICE}]}
     try:
-        return Config.model_validate(raw, context={"resolved": resolved} if resolved is not None else None)
+        return Config.model_validate(raw)
     except ValidationError as exc:
         raise _config_error(exc, source, sources) from None
 
@@ -622,7 +501,23 @@ def _set_path(raw: dict[str, Any], path: tuple[str, ...], value: object) -> dict
     return out
 
 
-_FIELDS_AT: dict[str, type[BaseModel]] = {"cache": CacheConfig, "targets": TargetConfig}
+_FIELDS_AT: dict[str, type[BaseModel]] = {"cache": CacheConfig, "targets": TargetConfig, "ranking": RankingSettings}
+
+# The ranking section's problems in the short words docs/RANKING.md uses (`ranking.max_failures: must be >= 1`).
+_RANKING_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than": "must be < {lt}",
+    "literal_error": "must be one of {expected}",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+}
 
 
 def _config_error(exc: ValidationError, source: str, sources: Mapping[tuple[str, ...], str]) -> ConfigError:
@@ -654,6 +549,8 @@ def _problem(error: Any, loc: tuple[str | int, ...]) -> str:
         return "required field is missing"
     if kind == "value_error":
         return str(error["ctx"]["error"])
+    if loc[0] == "ranking" and kind in _RANKING_MESSAGES:
+        return _RANKING_MESSAGES[kind].format(**error.get("ctx", {}))
     message = str(error["msg"])
     value = error.get("input")
     if isinstance(value, str | int | float | bool) or value is None:
@@ -672,11 +569,13 @@ __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CACHE_PATH",
     "DEFAULT_LISTEN",
+    "DEFAULT_SERVICE",
     "OVERRIDES",
     "CacheConfig",
     "Config",
     "ConfigError",
     "TargetConfig",
+    "config_source",
     "format_duration",
     "load_config",
     "parse_duration",

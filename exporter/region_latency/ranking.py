@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from region_latency.durations import parse_duration
 from region_latency.tracker import RegionStats, TrackerSnapshot
 
 
@@ -148,49 +149,18 @@ class TrustedRanking:
     Stateful: one instance per target, evaluated in time order (TargetState serialises the calls).
     """
 
-    def __init__(
-        self,
-        interval: float,
-        *,
-        max_failures: int = DEFAULT_MAX_FAILURES,
-        ttl: float | None = None,
-        min_samples: int = DEFAULT_MIN_SAMPLES,
-        margin_relative: float = DEFAULT_MARGIN_RELATIVE,
-        margin_absolute: float = DEFAULT_MARGIN_ABSOLUTE,
-        switch_after: int = DEFAULT_SWITCH_AFTER,
-        base_ejection: float | None = None,
-        max_ejection: float | None = None,
-        leader_yields_on_failure: bool = True,
-    ) -> None:
-        _check(interval > 0 and math.isfinite(interval), "interval", "must be a finite number > 0")
+    def __init__(self, interval: float, settings: RankingSettings | None = None, **fields: Any) -> None:
+        """`settings` is the configuration's `ranking:` section; keyword `fields` set (or override) single
+        settings, as in `TrustedRanking(30.0, switch_after=2)`. ValueError for settings that do not fit."""
+        if fields:
+            base = settings.model_dump(exclude_unset=True) if settings is not None else {}
+            settings = RankingSettings.model_validate({**base, **fields})
+        self.settings = settings if settings is not None else RankingSettings.model_validate({})
         self.interval = interval
-        self.max_failures = max_failures
-        self.ttl = DEFAULT_TTL_INTERVALS * interval if ttl is None else ttl
-        self.min_samples = min_samples
-        self.margin_relative = margin_relative
-        self.margin_absolute = margin_absolute
-        self.switch_after = switch_after
-        self.base_ejection = DEFAULT_BASE_EJECTION_INTERVALS * interval if base_ejection is None else base_ejection
-        if max_ejection is None:
-            max_ejection = max(DEFAULT_MAX_EJECTION_INTERVALS * interval, self.base_ejection)
-        self.max_ejection = max_ejection
-        self.leader_yields_on_failure = leader_yields_on_failure
-        self._validate()
+        self.limits = self.settings.limits(interval)
         self._ejections: dict[str, _Ejection] = {}
         self._leader = _Leader()
         self._lock = threading.Lock()
-
-    def _validate(self) -> None:
-        _check(self.max_failures >= 1, "max_failures", "must be >= 1")
-        _check(self.min_samples >= 1, "min_samples", "must be >= 1")
-        _check(self.switch_after >= 1, "switch_after", "must be >= 1")
-        _check(0 <= self.margin_relative < 1, "margin_relative", "must be >= 0 and < 1")
-        _check(0 <= self.margin_absolute < math.inf, "margin_absolute", "must be a finite time >= 0")
-        _check(self.interval < self.ttl < math.inf, "ttl",
-               f"must be a finite time > the probe interval ({self.interval:g}s)")
-        _check(0 <= self.base_ejection < math.inf, "base_ejection", "must be a finite time >= 0")
-        _check(self.base_ejection <= self.max_ejection < math.inf, "max_ejection",
-               "must be a finite time >= base_ejection")
 
     def backoff(self, region: str) -> float:
         """Seconds the region must answer without a failure to end its current ejection; 0.0 when not ejected."""
@@ -201,7 +171,7 @@ class TrustedRanking:
             return self._backoff(ejection.count)
 
     def _backoff(self, count: int) -> float:
-        return min(self.base_ejection * count, self.max_ejection)
+        return min(self.limits.base_ejection * count, self.limits.max_ejection)
 
     def evaluate(self, snapshot: TrackerSnapshot, regions: Sequence[str], now: float) -> Ranking:
         with self._lock:
@@ -231,23 +201,24 @@ class TrustedRanking:
             return RegionState.UNMEASURED
         if self._ejected(region, stats, now):
             return RegionState.FAILING
-        if stats.ema is None or stats.samples < self.min_samples:
+        if stats.ema is None or stats.samples < self.settings.min_samples:
             return RegionState.UNMEASURED
-        if stats.last_sample_at is None or now - stats.last_sample_at > self.ttl:
+        if stats.last_sample_at is None or now - stats.last_sample_at > self.limits.ttl:
             return RegionState.STALE
         return RegionState.HEALTHY
 
     def _ejected(self, region: str, stats: RegionStats, now: float) -> bool:
         """Update the region's ejection memory from its counters; True while it stays out of the ranking."""
         ejection = self._ejections.setdefault(region, _Ejection())
-        failed_out = stats.consecutive_failures >= self.max_failures
+        failed_out = stats.consecutive_failures >= self.settings.max_failures
+        max_ejection = self.limits.max_ejection
         failed_at = stats.last_failure_at if stats.last_failure_at is not None else now
         if ejection.ejected_at is None:
             if not failed_out:
                 return False
-            if ejection.returned_at is not None and self.max_ejection > 0:  # forgive one per max_ejection of health
+            if ejection.returned_at is not None and max_ejection > 0:  # forgive one per max_ejection of health
                 healthy_for = failed_at - ejection.returned_at
-                ejection.count = max(0, ejection.count - int(healthy_for // self.max_ejection))
+                ejection.count = max(0, ejection.count - int(healthy_for // max_ejection))
             ejection.count += 1
             ejection.ejected_at = failed_at
             return True
@@ -264,7 +235,7 @@ class TrustedRanking:
         """The published #1 among `healthy` (sorted by EMA): sticky, but never one whose latest probe failed."""
         state = self._leader
         answering = [r for r in healthy if snapshot.regions[r].consecutive_failures == 0]
-        candidates = (answering or healthy) if self.leader_yields_on_failure else healthy
+        candidates = (answering or healthy) if self.settings.leader_yields_on_failure else healthy
         if not candidates:
             state.region, state.streak, state.seen = None, 0, ()
             return None
@@ -280,7 +251,7 @@ class TrustedRanking:
             return leader
         if new_information or state.streak == 0:  # a lead that just appeared is itself news
             state.streak += 1
-        if state.streak >= self.switch_after:
+        if state.streak >= self.settings.switch_after:
             state.region, state.streak = challenger, 0
             state.seen = _fingerprint(snapshot, challenger, next(r for r in candidates if r != challenger))
         return state.region
@@ -289,7 +260,7 @@ class TrustedRanking:
         """Whether the challenger's EMA beats the leader's by both margins (>=, so zero margins mean plain order)."""
         leader_ema, challenger_ema = _ema(snapshot, leader), _ema(snapshot, challenger)
         lead = leader_ema - challenger_ema
-        return lead >= self.margin_absolute and lead >= self.margin_relative * leader_ema
+        return lead >= self.settings.margin_absolute and lead >= self.settings.margin_relative * leader_ema
 
 
 def _fingerprint(snapshot: TrackerSnapshot, leader: str, challenger: str | None) -> tuple[object, ...]:
@@ -313,96 +284,69 @@ def _entry(snapshot: TrackerSnapshot, region: str, rank: int | None, state: Regi
     return RankedRegion(region, rank, state, stats.ema, stats.samples)
 
 
-def _check(ok: bool, field: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"ranking.{field}: {message}")
+# -- settings -------------------------------------------------------------------------------------------------------
 
 
-# -- configuration --------------------------------------------------------------------------------------------------
+class RankingSettingError(ValueError):
+    """A ranking setting that does not fit a target's probe interval; str() is `ranking.<field>: <problem>`."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"ranking.{field}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class RankingLimits:
+    """The time limits of a trusted ranking for one probe interval (interval-relative defaults filled in)."""
+
+    ttl: float
+    base_ejection: float
+    max_ejection: float
 
 
 class RankingSettings(BaseModel):
-    """The `ranking:` section of the configuration. Durations take seconds or `500ms`, `90s`, `5m`.
-
-    Interval-relative defaults (None) are resolved per target, from that target's probe interval.
-    """
+    """The `ranking:` section of the configuration, written once: the config schema validates it, the policy
+    reads it. Durations take seconds or `500ms`, `90s`, `5m`. Interval-relative defaults (None) are filled in per
+    target, from that target's probe interval (`limits`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     policy: Literal["trusted", "plain"] = "trusted"
-    max_failures: int = Field(DEFAULT_MAX_FAILURES, ge=1)
-    ttl: float | None = Field(None, gt=0)  # None: 3 * interval
-    min_samples: int = Field(DEFAULT_MIN_SAMPLES, ge=1)
-    margin_relative: float = Field(DEFAULT_MARGIN_RELATIVE, ge=0, lt=1)
-    margin_absolute: float = Field(DEFAULT_MARGIN_ABSOLUTE, ge=0)
-    switch_after: int = Field(DEFAULT_SWITCH_AFTER, ge=1)
-    base_ejection: float | None = Field(None, ge=0)  # None: 1 * interval
-    max_ejection: float | None = Field(None, ge=0)  # None: 10 * interval (at least base_ejection)
+    max_failures: int = Field(default=DEFAULT_MAX_FAILURES, ge=1)
+    ttl: float | None = Field(default=None, gt=0)  # None: 3 * interval
+    min_samples: int = Field(default=DEFAULT_MIN_SAMPLES, ge=1)
+    margin_relative: float = Field(default=DEFAULT_MARGIN_RELATIVE, ge=0, lt=1)
+    margin_absolute: float = Field(default=DEFAULT_MARGIN_ABSOLUTE, ge=0)
+    switch_after: int = Field(default=DEFAULT_SWITCH_AFTER, ge=1)
+    base_ejection: float | None = Field(default=None, ge=0)  # None: 1 * interval
+    max_ejection: float | None = Field(default=None, ge=0)  # None: 10 * interval (at least base_ejection)
     leader_yields_on_failure: bool = True
 
     @field_validator("ttl", "margin_absolute", "base_ejection", "max_ejection", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            from region_latency.config import parse_duration  # lazy: config imports this module
+        return parse_duration(value) if isinstance(value, str) else value
 
-            return parse_duration(value)
-        return value
+    def limits(self, interval: float) -> RankingLimits:
+        """The time limits for a target probed every `interval` seconds; RankingSettingError when they do not fit
+        it (a ttl must exceed the interval; max_ejection must not be below base_ejection)."""
+        if not (interval > 0 and math.isfinite(interval)):
+            raise RankingSettingError("interval", "must be a finite number > 0")
+        ttl = DEFAULT_TTL_INTERVALS * interval if self.ttl is None else self.ttl
+        base = DEFAULT_BASE_EJECTION_INTERVALS * interval if self.base_ejection is None else self.base_ejection
+        longest = self.max_ejection
+        if longest is None:
+            longest = max(DEFAULT_MAX_EJECTION_INTERVALS * interval, base)
+        if not interval < ttl < math.inf:
+            raise RankingSettingError("ttl", f"must be a finite time > the probe interval ({interval:g}s)")
+        if not base <= longest < math.inf:
+            raise RankingSettingError("max_ejection", "must be a finite time >= base_ejection")
+        return RankingLimits(ttl=ttl, base_ejection=base, max_ejection=longest)
 
 
-def policy_from_config(settings: Mapping[str, Any] | RankingSettings | None, *, interval: float) -> RankingPolicy:
-    """The ranking policy the configuration asks for (`ranking:` section; interval is the target's).
-
-    ValueError with one line naming the field (`ranking.max_failures: must be >= 1`) for bad settings.
-    """
-    parsed = settings if isinstance(settings, RankingSettings) else parse_settings(settings or {})
-    if parsed.policy == "plain":
+def policy_for(settings: RankingSettings, interval: float) -> RankingPolicy:
+    """The ranking policy `settings` ask for, for a target probed every `interval` seconds."""
+    if settings.policy == "plain":
         return PlainRanking()
-    return TrustedRanking(
-        interval,
-        max_failures=parsed.max_failures,
-        ttl=parsed.ttl,
-        min_samples=parsed.min_samples,
-        margin_relative=parsed.margin_relative,
-        margin_absolute=parsed.margin_absolute,
-        switch_after=parsed.switch_after,
-        base_ejection=parsed.base_ejection,
-        max_ejection=parsed.max_ejection,
-        leader_yields_on_failure=parsed.leader_yields_on_failure,
-    )
-
-
-def parse_settings(settings: Mapping[str, Any]) -> RankingSettings:
-    """Validate a `ranking:` mapping; ValueError with one line per problem, joined by '; '."""
-    if not isinstance(settings, Mapping):
-        raise ValueError(f"ranking: must be a mapping, got {type(settings).__name__}")
-    try:
-        return RankingSettings.model_validate(dict(settings))
-    except ValidationError as exc:
-        raise ValueError("; ".join(_describe(error) for error in exc.errors())) from None
-
-
-_MESSAGES = {
-    "greater_than_equal": "must be >= {ge}",
-    "greater_than": "must be > {gt}",
-    "less_than": "must be < {lt}",
-    "extra_forbidden": "unknown setting",
-    "literal_error": "must be one of {expected}",
-    "int_type": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "finite_number": "must be a finite number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-}
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    field = ".".join(str(part) for part in error["loc"]) or "ranking"
-    template = _MESSAGES.get(error["type"])
-    message = template.format(**error.get("ctx", {})) if template else str(error["msg"])
-    if error["type"] == "value_error":
-        message = str(error.get("ctx", {}).get("error", message))
-    return f"ranking.{field}: {message}" if field != "ranking" else f"ranking: {message}"
+    return TrustedRanking(interval, settings)

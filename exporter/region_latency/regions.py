@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PARTITION = "aws"
 
-_REGION_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+REGION_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+"""What a region name may look like: one DNS label (rulesets put the name into a hostname). The only copy."""
 
 _lock = threading.RLock()
 _session: Session | None = None
@@ -169,10 +170,10 @@ def _region_suffix(key: str, names: set[str]) -> str | None:
     return None
 
 
-def check_region_name(region: str) -> None:
+def check_region_name(region: object) -> None:
     """ValueError unless `region` can be a DNS label (some rulesets would put anything in a hostname)."""
-    if not _REGION_NAME.fullmatch(region):
-        raise ValueError(f"invalid region name {region!r} (expected e.g. us-east-1)")
+    if not isinstance(region, str) or not REGION_NAME.fullmatch(region):
+        raise ValueError(f"invalid region name {region!r} (lowercase letters, digits and '-', e.g. us-east-1)")
 
 
 def region_partition(region: str) -> str:
@@ -272,6 +273,7 @@ def _service_model(service: str) -> Any:
 
 __all__ = [
     "DEFAULT_PARTITION",
+    "REGION_NAME",
     "available_regions",
     "check_partition",
     "check_region_name",

@@ -7,6 +7,7 @@ still in flight is skipped for that round and counted, never run twice at once.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -165,22 +166,40 @@ class Scheduler:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def in_flight(self) -> set[str]:
+        """Keys of the jobs whose probe is running now."""
+        with self._cond:
+            return set(self._running)
+
+    def due_times(self) -> dict[str, float]:
+        """Each job's next due time on the scheduler's clock (status, tests)."""
+        with self._cond:
+            return {slot.job.key: slot.due for slot in self._heap if slot.generation == self._generation}
+
+    def run_pending(self) -> float | None:
+        """Start every job due by the clock now; the clock time the next one is due (None: no jobs).
+
+        The scheduler thread calls this in a loop; tests call it directly with an injected clock.
+        """
+        with self._cond:
+            if self._stopping:
+                return None
+            now = self._clock()
+            while self._heap and self._heap[0].due <= now:
+                self._dispatch(heapq.heappop(self._heap), now)
+            return self._heap[0].due if self._heap else None
+
     def _loop(self) -> None:
         while True:
+            next_due = self.run_pending()
             with self._cond:
                 if self._stopping:
                     return
                 now = self._clock()
-                if not self._heap:
-                    self._cond.wait(timeout=1.0)
-                    due_slot = None
-                elif self._heap[0].due > now:
-                    self._cond.wait(timeout=min(self._heap[0].due - now, 1.0))
-                    due_slot = None
-                else:
-                    due_slot = heapq.heappop(self._heap)
-                    self._dispatch(due_slot, now)
-            if self._on_tick is not None and due_slot is None and self._clock() >= self._next_tick:
+                if next_due is None or next_due > now:
+                    wait = 1.0 if next_due is None else min(next_due - now, 1.0)
+                    self._cond.wait(timeout=wait)
+            if self._on_tick is not None and self._clock() >= self._next_tick:
                 self._next_tick = self._clock() + TICK_INTERVAL
                 try:
                     self._on_tick()
@@ -198,12 +217,15 @@ class Scheduler:
         else:
             future = self._pool.submit(_run_and_deliver, job)
             self._running[job.key] = future
-            future.add_done_callback(lambda _f, key=job.key: self._finished(key))
+            future.add_done_callback(functools.partial(self._finished_future, job.key))
         nominal = slot.nominal + job.interval
         if nominal < now:  # fell behind (a stalled process): restart the cadence instead of bursting
             nominal = now + job.interval
         next_due = nominal + self._rng.uniform(-self.jitter, self.jitter) * job.interval
         heapq.heappush(self._heap, _Slot(next_due, next(self._seq), job, slot.generation, nominal))
+
+    def _finished_future(self, key: str, _future: Future[ProbeResult]) -> None:
+        self._finished(key)
 
     def _finished(self, key: str) -> None:
         with self._cond:

@@ -99,6 +99,9 @@ def test_serve_with_an_api_target_imports_botocore(tmp_path: Path, local_servers
                                                  config(endpoints, local_servers.ca.ca_file, api)))
     try:
         exporter.wait_healthy()
+        # boto3 is imported when an api probe runs (not when the kind is looked up): wait for one
+        exporter.wait_for(lambda: any(row.get("samples") for target in exporter.regions()["targets"]
+                                      if target["name"] == "t-api" for row in target["regions"]), what="api probe")
     finally:
         modules = exporter.stop_and_list_modules()
     assert {"boto3", "botocore.session", "region_latency.probes.api"} <= modules

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,14 @@ from region_latency.config import (
     parse_duration,
     parse_listen,
 )
+from region_latency.probes.https import HttpsOptions
+from region_latency.ranking import RankingSettings
+from region_latency.targets import ResolvedTarget, load_targets, resolve_target
+
+
+def resolved(data: dict[str, Any]) -> ResolvedTarget:
+    """A target validated from `data`, then its regions and URLs worked out (botocore)."""
+    return resolve_target(TargetConfig.model_validate(data))
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
 
@@ -42,18 +52,31 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_default_config_without_file(tmp_path: Path) -> None:
-    config = load_config(None, env={})
+    loaded = load_targets(None, env={})
+    config = loaded.config
     assert config == Config()
     assert config.listen == ":9720" and config.listen_address == ("0.0.0.0", 9720)
     default_path = tmp_path / "home/.cache/region-latency-exporter/latencies.json"
     assert config.cache == CacheConfig(type="file", path=default_path)
-    assert config.concurrency == 64 and config.log_level == "info" and config.ranking == {}
+    assert config.concurrency == 64 and config.log_level == "info" and config.ranking == RankingSettings()
     (target,) = config.targets
     assert (target.name, target.service, target.probe, target.partition) == (
         "bedrock-runtime-https", "bedrock-runtime", "https", "aws")
     assert target.regions == "auto" and target.interval == 30.0 and target.timeout == 5.0
-    assert list(target.region_names) == regions.available_regions("bedrock-runtime")
-    assert target.endpoint_for("us-east-1") == "https://bedrock-runtime.us-east-1.amazonaws.com"
+    assert target.options == HttpsOptions()
+    (placed,) = loaded.targets
+    assert list(placed.regions) == regions.available_regions("bedrock-runtime")
+    assert placed.endpoint_for("us-east-1") == "https://bedrock-runtime.us-east-1.amazonaws.com"
+
+
+def test_loading_the_schema_needs_no_botocore(tmp_path: Path) -> None:
+    """config.py is the schema only: validating a file imports no botocore (region_latency.targets does)."""
+    path = write(tmp_path, "targets: [{service: bedrock-runtime, regions: [us-east-1], options: {path: /x}}]\n")
+    code = ("import sys\nfrom region_latency.config import load_config\n"
+            f"c = load_config({str(path)!r}, env={{}})\n"
+            "print(c.targets[0].options.path, 'botocore' in sys.modules, 'boto3' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["/x", "False", "False"], out.stderr
 
 
 def test_empty_file_is_the_default(tmp_path: Path) -> None:
@@ -69,11 +92,11 @@ def test_config_path_from_env(tmp_path: Path) -> None:
 
 
 def test_example_config_loads() -> None:
-    config = load_config(EXAMPLE, env={})
-    names = [t.name for t in config.targets]
+    loaded = load_targets(EXAMPLE, env={})
+    names = [t.name for t in loaded.config.targets]
     assert len(names) == len(set(names)) >= 2
-    vpc = next(t for t in config.targets if t.endpoints)
-    region, url = next(iter(vpc.endpoints.items()))
+    vpc = next(t for t in loaded.targets if t.config.endpoints)
+    region, url = next(iter(vpc.config.endpoints.items()))
     assert vpc.endpoint_for(region) == url
 
 
@@ -105,36 +128,37 @@ targets:
       us-east-1: https://vpce-0abc.bedrock-runtime.us-east-1.vpce.amazonaws.com
       sim-slow: http://127.0.0.1:8443
 """)
-    (target,) = load_config(path, env={}).targets
-    assert target.region_names == ("us-west-2", "us-east-1", "sim-slow")  # list order, then endpoint-only regions
+    (target,) = load_targets(path, env={}).targets
+    assert target.regions == ("us-west-2", "us-east-1", "sim-slow")  # list order, then endpoint-only regions
     assert target.endpoint_for("us-west-2") == "https://bedrock-runtime.us-west-2.amazonaws.com"
     assert target.endpoint_for("us-east-1") == "https://vpce-0abc.bedrock-runtime.us-east-1.vpce.amazonaws.com"
     assert target.endpoint_for("sim-slow") == "http://127.0.0.1:8443"
-    probes = target.probe_targets()
+    probes = list(target.probe_targets().values())
     assert [(p.service, p.region, p.url) for p in probes][2] == ("bedrock-runtime", "sim-slow", "http://127.0.0.1:8443")
+    assert probes[2].options is target.config.options  # typed, validated once: every region shares it
 
 
 def test_auto_regions_with_excludes_and_extra_endpoint() -> None:
-    target = TargetConfig.model_validate({
+    target = resolved({
         "service": "bedrock-runtime", "exclude_regions": ["us-east-1", "us-west-1"],
         "endpoints": {"local": "http://127.0.0.1:9"}, "options": {"path": "/ping"},
     })
     expected = [r for r in regions.available_regions("bedrock-runtime") if r != "us-east-1"] + ["local"]
-    assert list(target.region_names) == expected
-    assert target.probe_targets()[0].options == {"path": "/ping"}
+    assert list(target.regions) == expected
+    assert target.probe_targets()[expected[0]].options == HttpsOptions(path="/ping")
 
 
 def test_a_service_botocore_lists_no_regions_for_can_be_given_regions() -> None:
-    target = TargetConfig.model_validate({"service": "bedrock-agent-runtime", "regions": ["eu-west-1"]})
+    target = resolved({"service": "bedrock-agent-runtime", "regions": ["eu-west-1"]})
     assert target.endpoint_for("eu-west-1") == "https://bedrock-agent-runtime.eu-west-1.amazonaws.com"
 
 
 def test_fips_dualstack_and_other_partitions() -> None:
-    fips = TargetConfig.model_validate({"service": "bedrock-runtime", "regions": ["us-east-1"], "fips": True})
+    fips = resolved({"service": "bedrock-runtime", "regions": ["us-east-1"], "fips": True})
     assert fips.endpoint_for("us-east-1") == "https://bedrock-runtime-fips.us-east-1.amazonaws.com"
-    gov = TargetConfig.model_validate({"service": "bedrock-runtime", "partition": "aws-us-gov"})
-    assert gov.region_names == ("us-gov-east-1", "us-gov-west-1")
-    cn = TargetConfig.model_validate({"service": "s3", "partition": "aws-cn", "probe": "tcp"})
+    gov = resolved({"service": "bedrock-runtime", "partition": "aws-us-gov"})
+    assert gov.regions == ("us-gov-east-1", "us-gov-west-1")
+    cn = resolved({"service": "s3", "partition": "aws-cn", "probe": "tcp"})
     assert cn.endpoint_for("cn-north-1") == "https://s3.cn-north-1.amazonaws.com.cn"
     assert cn.name == "s3-tcp"
 
@@ -237,7 +261,7 @@ def test_errors_are_one_line_naming_file_field_and_problem(tmp_path: Path, text:
                                                            problem: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
-        load_config(path, env={})
+        load_targets(path, env={})
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{path}: {field}: "), message
@@ -331,27 +355,56 @@ def test_no_file_env_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_dump_round_trips(tmp_path: Path) -> None:
-    config = load_config(EXAMPLE, env={})
+    loaded = load_targets(EXAMPLE, env={})
+    config = loaded.config
     text = config.dump()
     assert "interval: 30s" in text
     assert load_config(write(tmp_path, text), env={}) == config
-    resolved = config.dump(resolved=True)
-    again = load_config(write(tmp_path, resolved), env={})
-    assert [t.region_names for t in again.targets] == [t.region_names for t in config.targets]
-    assert "regions: auto" not in resolved
+    spelled_out = loaded.dump()
+    again = load_targets(write(tmp_path, spelled_out), env={})
+    assert [t.regions for t in again.targets] == [t.regions for t in loaded.targets]
+    assert "regions: auto" not in spelled_out
 
 
-def test_ranking_settings_are_validated_at_load_time(tmp_path: Path) -> None:
+def test_ranking_settings_are_typed_and_validated_at_load_time(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "ranking: {policy: trusted, max_failures: 3, ttl: 2m}\n"), env={})
-    assert config.ranking == {"policy": "trusted", "max_failures": 3, "ttl": "2m"}
-    for text, field in [("ranking: {policy: ema}\n", "ranking.policy"),
-                        ("ranking: {hysteresis: 0.1}\n", "ranking.hysteresis"),
-                        ("ranking: {max_failures: 0}\n", "ranking.max_failures"),
-                        ("ranking: {ttl: 10s}\n", "ranking.ttl")]:  # ttl must exceed the 30 s interval
-        with pytest.raises(ConfigError) as caught:
-            load_config(write(tmp_path, text), env={})
-        message = str(caught.value)
-        assert f": {field}: " in message and "\n" not in message, message
+    assert config.ranking == RankingSettings(policy="trusted", max_failures=3, ttl=120.0)
+    assert "ranking:\n  policy: trusted\n  max_failures: 3\n  ttl: 120.0\n" in config.dump()  # what was given
+    assert load_config(write(tmp_path, "ranking:\n"), env={}).ranking == RankingSettings()
+
+
+T2 = T + "    name: a\n  - {service: bedrock-runtime, name: b, interval: 1m}\n"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("ranking: {policy: ema}\n", "ranking.policy: must be one of 'trusted' or 'plain'"),
+    ("ranking: {hysteresis: 0.1}\n", "ranking.hysteresis: unknown key (known keys: policy, max_failures, ttl,"),
+    ("ranking: {max_failures: 0}\n", "ranking.max_failures: must be >= 1"),
+    ("ranking: {min_samples: 1.5}\n", "ranking.min_samples: must be a whole number"),
+    ("ranking: {margin_relative: 1}\n", "ranking.margin_relative: must be < 1"),
+    ("ranking: {margin_absolute: -2ms}\n", "ranking.margin_absolute: invalid duration '-2ms'"),
+    ("ranking: {ttl: .nan}\n", "ranking.ttl: must be a finite number"),
+    ("ranking: {leader_yields_on_failure: maybe}\n", "ranking.leader_yields_on_failure: must be true or false"),
+    ("ranking: 5\n", "ranking: must be a mapping, got int"),
+    ("ranking: {ttl: 10s}\n", "ranking.ttl: must be a finite time > the probe interval (30s) (target "
+                               "bedrock-runtime-https, interval 30s)"),
+    ("ranking: {max_ejection: 10s}\n", "ranking.max_ejection: must be a finite time >= base_ejection"),
+    ("ranking: {base_ejection: 1m, max_ejection: 30s}\n", "ranking.max_ejection: must be a finite time >= "
+                                                          "base_ejection"),
+    (T2 + "ranking: {ttl: 45s}\n", "ranking.ttl: must be a finite time > the probe interval (60s) (target b, "
+                                   "interval 1m)"),
+])
+def test_bad_ranking_settings_are_one_line_naming_the_field(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert str(caught.value).startswith(f"{path}: {message}"), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_plain_ranking_ignores_the_trusted_time_limits(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "ranking: {policy: plain, ttl: 10s}\n"), env={})
+    assert config.ranking.policy == "plain"
 
 
 def test_every_yaml_example_in_the_docs_loads(tmp_path: Path) -> None:
@@ -362,15 +415,15 @@ def test_every_yaml_example_in_the_docs_loads(tmp_path: Path) -> None:
     ca_file = tmp_path / "test-ca.pem"  # the examples' CA bundle must exist: it is loaded at config time
     trustme.CA().cert_pem.write_to_path(str(ca_file))
     for block in blocks:
-        load_config(write(tmp_path, block.replace("/tmp/test-ca.pem", str(ca_file))), env={})
+        load_targets(write(tmp_path, block.replace("/tmp/test-ca.pem", str(ca_file))), env={})
 
 
 def test_from_validation_for_models_built_in_code() -> None:
     """The CLI builds a TargetConfig from flags: its errors read like the file's."""
     with pytest.raises(ValidationError) as caught:
-        TargetConfig.model_validate({"service": "bedrock-runtime", "regions": ["us-east1"]})
+        TargetConfig.model_validate({"service": "bedrock-runtime", "regions": ["US-EAST-1"]})
     error = ConfigError.from_validation(caught.value, source="flags")
-    assert str(error).startswith("flags: regions[0]: unknown region 'us-east1'")
+    assert str(error).startswith("flags: regions[0]: invalid region name 'US-EAST-1'")
 
 
 # --- probe options are checked at load time -------------------------------------------------------------------
@@ -382,7 +435,11 @@ def test_from_validation_for_models_built_in_code() -> None:
         ("https", {"ca-file": "/x.pem"}, "unknown https probe option(s) 'ca-file'"),
         ("https", {"path": "no-slash"}, "'path' must be a string starting with '/'"),
         ("tcp", {"ip_version": 5}, "ip_version"),
-        ("api", {"operation": 3}, "needs options['operation']"),
+        ("api", {"operation": 3}, "api option 'operation' must be an API operation name, got 3"),
+        ("api", {"verify": False, "ca_file": "/x.pem"}, "give only one of the api options 'verify', 'ca_file'"),
+        ("https", {"insecure": "yes"}, "https option 'insecure' must be true or false, got 'yes'"),
+        ("https", {"ca_file": "/nonexistent.pem"}, "cannot load CA bundle '/nonexistent.pem'"),
+        ("tcp", {"port": 70000}, "port must be an integer in 1..65535, got 70000"),
     ],
 )
 def test_bad_probe_options_fail_at_load_time(tmp_path: Path, probe: str, options: dict[str, Any],
@@ -391,6 +448,21 @@ def test_bad_probe_options_fail_at_load_time(tmp_path: Path, probe: str, options
     path.write_text(yaml.safe_dump({"targets": [{"service": "bedrock", "probe": probe, "regions": ["us-east-1"],
                                                  "options": options}]}))
     with pytest.raises(ConfigError) as info:
-        load_config(path, env={})
+        load_config(path, env={})  # the schema alone: no botocore, no per-region check needed
     text = str(info.value)
-    assert "targets[0].options" in text and message in text and "\n" not in text
+    assert text.startswith(f"{path}: targets[0].options: ") and message in text and "\n" not in text
+
+
+def test_options_that_do_not_fit_a_regions_url_name_the_region(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"targets": [{"service": "bedrock", "probe": "api", "regions": [],
+                                                 "endpoints": {"local-1": "http://127.0.0.1:1"},
+                                                 "options": {"operation": "ListFoundationModels"}},
+                                                {"service": "s3", "probe": "api", "regions": [],
+                                                 "endpoints": {"local-2": "http://127.0.0.1:1"}}]}))
+    load_config(path, env={})
+    with pytest.raises(ConfigError) as info:
+        load_targets(path, env={})
+    assert str(info.value) == (f"{path}: targets[1].options: api probe for service 's3' needs options['operation'] "
+                               "(defaults exist only for bedrock: ListFoundationModels, bedrock-runtime: "
+                               "ListAsyncInvokes) (region local-2)")

@@ -282,7 +282,7 @@ def test_tls_stamp_is_the_handshake_and_the_stream_reports_tls(local_servers: Se
     server = local_servers.https()
     backend = https_probe.DeadlineBackend(Deadline(5.0))
     stream = backend.connect_tcp("127.0.0.1", server.port, 5.0)
-    context = https_probe.tls_context({"ca_file": local_servers.ca.ca_file})
+    context = https_probe.HttpsOptions.parse({"ca_file": local_servers.ca.ca_file}).ssl_context
     assert context is not None
     tls = stream.start_tls(context, "127.0.0.1", 5.0)
     try:
@@ -366,3 +366,40 @@ def test_ttfb_ends_when_the_response_arrived_not_when_recv_returned() -> None:
     finally:
         here.close()
         peer.close()
+
+
+class _SlowSetupSocket(ssl.SSLSocket):
+    """An SSLSocket whose set-up (before any handshake byte is sent) burns 150 ms of the client's own time."""
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        time.sleep(0.15)
+        return super()._create(*args, **kwargs)  # type: ignore[misc]
+
+
+def test_the_probes_tls_phase_is_the_socket_span_after_connect_not_the_clients_cpu(
+        local_servers: ServerGroup) -> None:
+    """The probe reports the socket stamps' `tls` (ClientHello sent -> server flight arrived), not httpcore's
+    start_tls span, which also holds the client's own TLS set-up (here 150 ms of it); the span starts after the
+    TCP handshake ended."""
+    server = local_servers.https()
+    context = ssl.create_default_context(cafile=local_servers.ca.ca_file)
+    context.sslsocket_class = _SlowSetupSocket
+    stamps = https_probe.SocketStamps()
+    original = https_probe.DeadlineBackend.__init__
+
+    def keep_stamps(self: https_probe.DeadlineBackend, deadline: Deadline, _: object = None) -> None:
+        original(self, deadline, stamps)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(https_probe.DeadlineBackend, "__init__", keep_stamps)
+        started = time.perf_counter()
+        result = probe(target(server.url, verify=context), 5.0)
+        elapsed = time.perf_counter() - started
+    assert result.ok, result
+    assert elapsed >= 0.15  # the slow set-up really happened ...
+    assert result.phases["tls"] < 0.15  # ... and is not in the phase
+    assert stamps.connect is not None and stamps.tls is not None
+    assert stamps.connect[1] <= stamps.tls[0] < stamps.tls[1]
+    assert result.phases["tls"] == stamps.tls[1] - stamps.tls[0]
+    assert result.phases["connect"] == stamps.connect[1] - stamps.connect[0]

@@ -12,10 +12,11 @@ from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import (
     PlainRanking,
     Ranking,
+    RankingSettingError,
     RankingSettings,
     RegionState,
     TrustedRanking,
-    policy_from_config,
+    policy_for,
 )
 from region_latency.state import TargetInfo, TargetState
 from region_latency.tracker import CACHE_KEY, RegionLatencyTracker
@@ -360,43 +361,64 @@ def test_with_everything_healthy_and_zero_margins_the_order_is_the_plan_sort(reg
 # -- configuration --------------------------------------------------------------------------------------------------
 
 
+def policy(settings_: dict[str, object], interval: float) -> TrustedRanking | PlainRanking:
+    built = policy_for(RankingSettings.model_validate(settings_), interval)
+    assert isinstance(built, TrustedRanking | PlainRanking)
+    return built
+
+
 def test_default_policy_is_trusted_with_interval_relative_defaults() -> None:
-    policy = policy_from_config({}, interval=20.0)
-    assert isinstance(policy, TrustedRanking)
-    assert (policy.ttl, policy.base_ejection, policy.max_ejection) == (60.0, 20.0, 200.0)
-    assert (policy.max_failures, policy.min_samples, policy.switch_after) == (2, 3, 1)
-    assert (policy.margin_relative, policy.margin_absolute) == (0.05, 0.004)
-    assert isinstance(policy_from_config({"policy": "plain"}, interval=20.0), PlainRanking)
+    trusted = policy({}, interval=20.0)
+    assert isinstance(trusted, TrustedRanking)
+    limits, chosen = trusted.limits, trusted.settings
+    assert (limits.ttl, limits.base_ejection, limits.max_ejection) == (60.0, 20.0, 200.0)
+    assert (chosen.max_failures, chosen.min_samples, chosen.switch_after) == (2, 3, 1)
+    assert (chosen.margin_relative, chosen.margin_absolute) == (0.05, 0.004)
+    assert isinstance(policy({"policy": "plain"}, interval=20.0), PlainRanking)
 
 
 def test_settings_take_durations() -> None:
-    policy = policy_from_config({"ttl": "2m", "margin_absolute": "3ms", "base_ejection": 45, "max_ejection": "1h",
-                                 "switch_after": 2, "leader_yields_on_failure": False}, interval=30.0)
-    assert isinstance(policy, TrustedRanking)
-    assert (policy.ttl, policy.margin_absolute, policy.base_ejection, policy.max_ejection) == (120, 0.003, 45, 3600)
-    assert policy.switch_after == 2 and policy.leader_yields_on_failure is False
+    trusted = policy({"ttl": "2m", "margin_absolute": "3ms", "base_ejection": 45, "max_ejection": "1h",
+                      "switch_after": 2, "leader_yields_on_failure": False}, interval=30.0)
+    assert isinstance(trusted, TrustedRanking)
+    limits = trusted.limits
+    assert (limits.ttl, trusted.settings.margin_absolute, limits.base_ejection, limits.max_ejection) == (
+        120, 0.003, 45, 3600)
+    assert trusted.settings.switch_after == 2 and trusted.settings.leader_yields_on_failure is False
 
 
 def test_max_ejection_default_is_never_below_base_ejection() -> None:
-    policy = policy_from_config({"base_ejection": "10m"}, interval=30.0)
-    assert isinstance(policy, TrustedRanking) and policy.max_ejection == 600.0
+    trusted = policy({"base_ejection": "10m"}, interval=30.0)
+    assert isinstance(trusted, TrustedRanking) and trusted.limits.max_ejection == 600.0
 
 
-@pytest.mark.parametrize(("settings_", "message"), [
-    ({"max_failures": 0}, "ranking.max_failures: must be >= 1"),
-    ({"min_samples": 1.5}, "ranking.min_samples: must be a whole number"),
-    ({"margin_relative": 1}, "ranking.margin_relative: must be < 1"),
-    ({"margin_absolute": "-2ms"}, "ranking.margin_absolute: invalid duration"),
-    ({"policy": "fastest"}, "ranking.policy: must be one of 'trusted' or 'plain'"),
-    ({"hysteresis": 0.1}, "ranking.hysteresis: unknown setting"),
-    ({"ttl": "30s"}, "ranking.ttl: must be a finite time > the probe interval (30s)"),
-    ({"base_ejection": 60, "max_ejection": 30}, "ranking.max_ejection: must be a finite time >= base_ejection"),
-    ({"ttl": float("nan")}, "ranking.ttl: must be a finite number"),
+def test_keyword_settings_override_the_given_ones() -> None:
+    base = RankingSettings.model_validate({"switch_after": 3, "ttl": "5m"})
+    trusted = TrustedRanking(30.0, base, min_samples=1)
+    assert (trusted.settings.switch_after, trusted.settings.min_samples, trusted.limits.ttl) == (3, 1, 300.0)
+    with pytest.raises(ValidationError):
+        TrustedRanking(30.0, max_failures=0)
+
+
+@pytest.mark.parametrize(("settings_", "field", "message"), [
+    ({"ttl": "30s"}, "ttl", "ranking.ttl: must be a finite time > the probe interval (30s)"),
+    ({"base_ejection": 60, "max_ejection": 30}, "max_ejection",
+     "ranking.max_ejection: must be a finite time >= base_ejection"),
+    ({"max_ejection": 20}, "max_ejection", "ranking.max_ejection: must be a finite time >= base_ejection"),
 ])
-def test_bad_settings_are_one_line_naming_the_field(settings_: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=r"^[^\n]+$") as caught:
-        policy_from_config(settings_, interval=30.0)
-    assert str(caught.value).startswith(message)
+def test_settings_that_do_not_fit_the_interval(settings_: dict[str, object], field: str, message: str) -> None:
+    with pytest.raises(RankingSettingError) as caught:
+        RankingSettings.model_validate(settings_).limits(30.0)
+    assert (caught.value.field, str(caught.value)) == (field, message)
+    with pytest.raises(RankingSettingError):
+        TrustedRanking(30.0, RankingSettings.model_validate(settings_))
+
+
+def test_settings_are_hashable_values_the_policy_identity() -> None:
+    """A reload keeps a target's policy when its settings compare equal: the model is the identity."""
+    assert RankingSettings.model_validate({"ttl": "2m"}) == RankingSettings.model_validate({"ttl": 120})
+    assert hash(RankingSettings.model_validate({"ttl": "2m"})) == hash(RankingSettings(ttl=120.0))
+    assert RankingSettings() != RankingSettings(min_samples=4)
 
 
 def test_settings_are_frozen() -> None:

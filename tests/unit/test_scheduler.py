@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -69,21 +71,162 @@ def test_a_raising_probe_becomes_an_other_failure() -> None:
     assert result.latency is None and str(result.error) == "other" and "RuntimeError" in result.detail
 
 
-def test_scheduler_probes_every_job_each_interval_without_overlap() -> None:
+class FakeClock:
+    """The scheduler's clock, moved by the test: no sleeps, no races with a loaded machine."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class EdgeRandom(random.Random):
+    """uniform(a, b) returns a or b (alternating when `alternate`): the jitter's extremes, on purpose."""
+
+    def __init__(self, pick: str = "high", alternate: bool = False) -> None:
+        super().__init__(0)
+        self.pick, self.alternate = pick, alternate
+        self.calls: list[tuple[float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.calls.append((a, b))
+        value = b if self.pick == "high" else a
+        if self.alternate:
+            self.pick = "low" if self.pick == "high" else "high"
+        return value
+
+
+class Gate:
+    """A probe that blocks until released, counting starts per region."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.any_started = threading.Event()
+
+    def probe(self, t: Target, timeout: float) -> ProbeResult:
+        with self.lock:
+            self.started[t.region] += 1
+        self.any_started.set()
+        self.release.wait(5)
+        return ProbeResult(latency=0.01)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.002)
+
+
+def run_and_settle(scheduler: Scheduler) -> None:
+    """One scheduler step, then wait until every probe it started has finished (off the fake clock)."""
+    scheduler.run_pending()
+    wait_until(lambda: not scheduler.in_flight())
+
+
+def test_first_runs_spread_over_at_most_the_jitter_or_a_second() -> None:
+    clock, rng = FakeClock(), EdgeRandom("high")
+    scheduler = Scheduler(concurrency=2, jitter=0.1, clock=clock, rng=rng)
+    scheduler.set_jobs([Job("t/a", target("a"), Recorder().probe_sleeping({}), 5.0, 1.0, Recorder().on_result),
+                        Job("t/b", target("b"), Recorder().probe_sleeping({}), 30.0, 1.0, Recorder().on_result)])
+    assert rng.calls == [(0, 0.5), (0, 1.0)]  # 10 % of 5 s; 10 % of 30 s capped at 1 s
+    assert scheduler.due_times() == {"t/a": 1000.5, "t/b": 1001.0}
+    scheduler.stop()
+
+
+def test_jitter_lands_around_the_nominal_slot_and_never_accumulates() -> None:
+    clock, rng = FakeClock(), EdgeRandom("high", alternate=True)
     rec = Recorder()
-    probe = rec.probe_sleeping({"fast": 0.0, "slow": 0.35})
-    scheduler = Scheduler(concurrency=4, jitter=0.0)
-    scheduler.set_jobs([
-        Job("t/fast", target("fast"), probe, 0.1, 0.09, rec.on_result),
-        Job("t/slow", target("slow"), probe, 0.1, 0.5, rec.on_result),
-    ])
-    scheduler.start()
-    time.sleep(1.2)
+    scheduler = Scheduler(concurrency=2, jitter=0.1, clock=clock, rng=rng)
+    scheduler.set_jobs([Job("t/a", target("a"), rec.probe_sleeping({}), 10.0, 1.0, rec.on_result)])
+    first = scheduler.due_times()["t/a"]
+    assert first == 1001.0  # uniform(0, min(10 * 0.1, 1)) -> its high end
+    dues = []
+    for _ in range(4):
+        clock.now = scheduler.due_times()["t/a"]
+        run_and_settle(scheduler)
+        dues.append(scheduler.due_times()["t/a"])
+    # slots at first + 10 k, each off by -/+ 10 % of the interval, alternating: the offset never carries over
+    assert dues == pytest.approx([first + 10 - 1, first + 20 + 1, first + 30 - 1, first + 40 + 1])
+    assert all((a, b) == (-0.1, 0.1) for a, b in rng.calls[1:])
+    wait_until(lambda: len(rec.results) == 4)
     assert scheduler.stop(timeout=2)
-    counts = Counter(region for region, _ in rec.results)
-    assert counts["fast"] >= 5  # ~12 expected; a slow region never delays the others
-    assert 1 <= counts["slow"] <= 4  # it takes 0.35 s: rounds during a run are skipped, not stacked
-    assert scheduler.skipped().get("t/slow", 0) >= 2
+
+
+def test_a_process_that_fell_behind_restarts_its_cadence_instead_of_bursting() -> None:
+    clock = FakeClock()
+    rec = Recorder()
+    scheduler = Scheduler(concurrency=2, jitter=0.0, clock=clock)
+    scheduler.set_jobs([Job("t/a", target("a"), rec.probe_sleeping({}), 10.0, 1.0, rec.on_result)])
+    clock.now += 95  # the process stalled for nine intervals
+    run_and_settle(scheduler)
+    assert scheduler.due_times() == {"t/a": pytest.approx(clock.now + 10)}  # one run, then every 10 s from now
+    wait_until(lambda: len(rec.results) == 1)
+    assert scheduler.stop(timeout=2)
+
+
+def test_set_jobs_keeps_the_slots_of_kept_jobs_and_schedules_new_or_changed_ones_now() -> None:
+    clock, rng = FakeClock(), EdgeRandom("low")
+    rec = Recorder()
+    probe = rec.probe_sleeping({})
+    scheduler = Scheduler(concurrency=2, jitter=0.1, clock=clock, rng=rng)
+    jobs = [Job(f"t/{r}", target(r), probe, 10.0, 1.0, rec.on_result) for r in ("a", "b", "c")]
+    scheduler.set_jobs(jobs)
+    clock.now += 1
+    run_and_settle(scheduler)  # all three ran at 1000 (low end: no offset); next slots at 1010
+    assert scheduler.due_times() == {"t/a": 1009.0, "t/b": 1009.0, "t/c": 1009.0}  # 1010 - 10 % jitter
+    clock.now = 1004.0
+    scheduler.set_jobs([
+        jobs[0],  # kept as it was: keeps its slot
+        Job("t/b", target("b"), probe, 20.0, 1.0, rec.on_result),  # interval changed: rescheduled now
+        Job("t/d", target("d"), probe, 10.0, 1.0, rec.on_result),  # new: now
+    ])  # t/c dropped
+    assert scheduler.due_times() == {"t/a": 1009.0, "t/b": 1004.0, "t/d": 1004.0}
+    run_and_settle(scheduler)
+    wait_until(lambda: len(rec.results) == 5)
+    assert sorted(region for region, _ in rec.results) == ["a", "b", "b", "c", "d"]
+    clock.now = 1009.0
+    run_and_settle(scheduler)
+    wait_until(lambda: len(rec.results) == 6)
+    assert scheduler.due_times()["t/a"] == 1019.0  # nominal slot kept through set_jobs: 1020 - 1
+    assert scheduler.stop(timeout=2)
+
+
+def test_a_job_still_running_is_skipped_not_stacked_and_others_keep_their_cadence() -> None:
+    clock = FakeClock()
+    gate, rec = Gate(), Recorder()
+    scheduler = Scheduler(concurrency=4, jitter=0.0, clock=clock)
+    scheduler.set_jobs([Job("t/slow", target("slow"), gate.probe, 1.0, 0.9, rec.on_result),
+                        Job("t/fast", target("fast"), rec.probe_sleeping({}), 1.0, 0.9, rec.on_result)])
+    for step in range(4):
+        scheduler.run_pending()
+        wait_until(lambda n=step + 1: len(rec.results) == n and gate.any_started.is_set())
+        clock.now += 1.0
+    assert gate.started["slow"] == 1 and scheduler.skipped() == {"t/slow": 3}
+    assert not scheduler.sweep_done()  # the slow job has not finished a run yet
+    gate.release.set()
+    wait_until(scheduler.sweep_done)
+    assert Counter(region for region, _ in rec.results) == {"fast": 4, "slow": 1}
+    assert scheduler.stop(timeout=2)
+
+
+def test_scheduler_thread_probes_every_job_and_stops() -> None:
+    rec = Recorder()
+    done = threading.Event()
+
+    def on_result(t: Target, result: ProbeResult) -> None:
+        rec.on_result(t, result)
+        if len(rec.results) >= 3:
+            done.set()
+
+    scheduler = Scheduler(concurrency=2, jitter=0.0)
+    scheduler.set_jobs([Job("t/a", target("a"), rec.probe_sleeping({}), 0.05, 0.04, on_result)])
+    scheduler.start()
+    assert done.wait(10)
+    assert scheduler.stop(timeout=2)
     assert scheduler.sweep_done()
 
 
@@ -101,20 +244,21 @@ def test_stop_waits_for_in_flight_probes_within_their_timeout() -> None:
 
 
 def test_set_jobs_replaces_the_job_set() -> None:
+    clock = FakeClock()
     rec = Recorder()
     probe = rec.probe_sleeping({})
-    scheduler = Scheduler(concurrency=2, jitter=0.0)
-    scheduler.set_jobs([Job("t/a", target("a"), probe, 0.05, 0.04, rec.on_result)])
-    scheduler.start()
-    time.sleep(0.3)
-    scheduler.set_jobs([Job("t/b", target("b"), probe, 0.05, 0.04, rec.on_result)])
-    time.sleep(0.1)
-    with rec.lock:
-        rec.results.clear()
-    time.sleep(0.3)
-    scheduler.stop(timeout=2)
-    regions = {region for region, _ in rec.results}
-    assert regions == {"b"}
+    scheduler = Scheduler(concurrency=2, jitter=0.0, clock=clock)
+    scheduler.set_jobs([Job("t/a", target("a"), probe, 1.0, 0.5, rec.on_result)])
+    run_and_settle(scheduler)
+    wait_until(lambda: len(rec.results) == 1)
+    scheduler.set_jobs([Job("t/b", target("b"), probe, 1.0, 0.5, rec.on_result)])
+    for _ in range(3):
+        run_and_settle(scheduler)
+        clock.now += 1.0
+    wait_until(lambda: len(rec.results) == 4)
+    assert scheduler.stop(timeout=2)
+    assert [region for region, _ in rec.results] == ["a", "b", "b", "b"]
+    assert scheduler.due_times() == {"t/b": 1003.0}
 
 
 def test_invalid_concurrency() -> None:

@@ -14,11 +14,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
-
-from botocore import exceptions as bce
+from typing import TYPE_CHECKING, Any
 
 from region_latency.probes.base import ErrorKind, describe, short_detail
+
+if TYPE_CHECKING:  # botocore is imported by the code that uses a client; importing this module does not
+    from botocore import exceptions as bce
 
 OnResponse = Callable[[float, int, str], None]
 """Called with (seconds, HTTP status, operation name) when an attempt got an HTTP response."""
@@ -75,6 +76,8 @@ class RoundTripTimer:
 
 def classify(exc: BaseException) -> tuple[ErrorKind, str]:
     """The ErrorKind and a short detail for an exception raised by a botocore call."""
+    from botocore import exceptions as bce
+
     if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError | bce.CredentialRetrievalError):
         return ErrorKind.CREDENTIALS, describe(exc)
     if isinstance(exc, bce.ConnectTimeoutError | bce.ReadTimeoutError):

@@ -10,7 +10,7 @@ pooled client pays. The first probe on a new client also pays TCP connect and TL
 Any service answer counts: AccessDenied, UnrecognizedClient, throttling or a 5xx still means the
 round trip happened; the latency is recorded with the status and the error code in `detail`.
 
-Options (Target.options):
+Options (`ApiOptions`, validated once when the configuration loads):
   operation   API operation name, e.g. "ListFoundationModels" (snake_case accepted); default from
               DEFAULT_OPERATIONS for the service, required for any other service
   params      keyword arguments for the operation (default {})
@@ -26,17 +26,16 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import boto3
-import botocore.session
-from botocore import exceptions as bce
-from botocore.client import BaseClient
-from botocore.config import Config
+from pydantic import field_validator
 
 from region_latency import __version__
 from region_latency.probes._roundtrip import RoundTripTimer, classify, error_code
-from region_latency.probes.base import Deadline, ErrorKind, ProbeResult, Target, describe, short_detail
+from region_latency.probes.base import Deadline, ErrorKind, ProbeResult, Target, TlsOptions, describe, short_detail
+
+if TYPE_CHECKING:  # boto3 and botocore are imported when a probe runs: a process without api targets never does
+    from botocore.client import BaseClient
 
 DEFAULT_OPERATIONS: Mapping[str, str] = MappingProxyType(
     {
@@ -46,7 +45,47 @@ DEFAULT_OPERATIONS: Mapping[str, str] = MappingProxyType(
 )
 
 
-OPTIONS = frozenset({"operation", "params", "profile", "ca_file", "verify", "insecure"})
+class ApiOptions(TlsOptions):
+    """The api probe's options. `verify` is a bool or a CA bundle path (botocore takes no SSLContext)."""
+
+    kind: ClassVar[str] = "api"
+    operation: str | None = None  # default: DEFAULT_OPERATIONS[service]
+    params: dict[str, Any] = {}
+    profile: str | None = None
+
+    @field_validator("operation", mode="before")
+    @classmethod
+    def _operation(cls, operation: Any) -> Any:
+        if operation is not None and (not isinstance(operation, str) or not operation):
+            raise ValueError(f"api option 'operation' must be an API operation name, got {operation!r}")
+        return operation
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params(cls, params: Any) -> Any:
+        params = params or {}
+        if not isinstance(params, Mapping):
+            raise ValueError(f"api option 'params' must be a mapping, got {params!r}")
+        return dict(params)
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile(cls, profile: Any) -> Any:
+        if profile is not None and not isinstance(profile, str):
+            raise ValueError(f"api option 'profile' must be a profile name, got {profile!r}")
+        return profile
+
+    @field_validator("verify")
+    @classmethod
+    def _verify(cls, verify: Any) -> Any:
+        if verify is not None and not isinstance(verify, bool | str):
+            raise ValueError(f"api option 'verify' must be a bool or a CA bundle path, got {verify!r}")
+        return verify
+
+    @property
+    def botocore_verify(self) -> bool | str | None:
+        """botocore's `verify`: None (default bundle), False (no verification) or a CA bundle path."""
+        return False if not self.verifies else self.ca_bundle
 
 
 def check_target(target: Target) -> None:
@@ -76,47 +115,25 @@ class ApiCall:
 
     @classmethod
     def from_target(cls, target: Target, timeout: float) -> ApiCall:
-        """Validate the target's options; ValueError says which one is wrong."""
-        options = target.options
+        """The call for a target (its options validated already, or here); ValueError says what is wrong."""
+        options = ApiOptions.parse(target.options)
         if not target.service or not isinstance(target.service, str):
             raise ValueError(f"api probe needs a service name, got {target.service!r}")
         if not target.url.startswith(("https://", "http://")):
             raise ValueError(f"api probe needs an http(s):// endpoint URL, got {target.url!r}")
-        operation = options.get("operation") or DEFAULT_OPERATIONS.get(target.service)
-        if not operation or not isinstance(operation, str):
+        operation = options.operation or DEFAULT_OPERATIONS.get(target.service)
+        if not operation:
             known = ", ".join(f"{s}: {o}" for s, o in DEFAULT_OPERATIONS.items())
             raise ValueError(
                 f"api probe for service {target.service!r} needs options['operation'] "
                 f"(defaults exist only for {known})"
             )
-        params = options.get("params") or {}
-        if not isinstance(params, Mapping):
-            raise ValueError(f"api option 'params' must be a mapping, got {params!r}")
-        profile = options.get("profile")
-        if profile is not None and not isinstance(profile, str):
-            raise ValueError(f"api option 'profile' must be a profile name, got {profile!r}")
-        return cls(target.service, target.region, target.url, operation, dict(params), profile,
-                   _verify(options), timeout)
+        return cls(target.service, target.region, target.url, operation, options.params, options.profile,
+                   options.botocore_verify, timeout)
 
     @property
     def client_key(self) -> tuple[Any, ...]:
         return (self.service, self.region, self.url, self.profile, self.verify, self.timeout)
-
-
-def _verify(options: Mapping[str, Any]) -> bool | str | None:
-    """botocore's `verify`: None (default bundle), False (no verification) or a CA bundle path."""
-    verify, ca_file, insecure = options.get("verify"), options.get("ca_file"), options.get("insecure", False)
-    if sum(x not in (None, False) for x in (verify, ca_file, insecure)) + (verify is False) > 1:
-        raise ValueError("give only one of the api options 'verify', 'ca_file', 'insecure'")
-    if not isinstance(insecure, bool):
-        raise ValueError(f"api option 'insecure' must be true or false, got {insecure!r}")
-    if verify is not None and not isinstance(verify, bool | str):
-        raise ValueError(f"api option 'verify' must be a bool or a CA bundle path, got {verify!r}")
-    if ca_file is not None and not isinstance(ca_file, str):
-        raise ValueError(f"api option 'ca_file' must be a path, got {ca_file!r}")
-    if insecure or verify is False:
-        return False
-    return ca_file or (verify if isinstance(verify, str) else None)
 
 
 # -- the call, on a worker thread -----------------------------------------------------------------------
@@ -125,6 +142,8 @@ _window = threading.local()  # the worker thread's last (seconds, status) from t
 
 
 def _make_call(call: ApiCall, stage: list[str]) -> ProbeResult:
+    from botocore import exceptions as bce
+
     client = _cached_client(call)
     if isinstance(client, ProbeResult):
         return client
@@ -179,7 +198,8 @@ def _bounded(work: Callable[[list[str]], ProbeResult], deadline: Deadline) -> Pr
         return ProbeResult.failure(ErrorKind.TIMEOUT, f"no answer within {deadline.timeout:g}s (during {stage[0]})")
     if "error" in box:
         raise box["error"]
-    return box["result"]
+    result: ProbeResult = box["result"]
+    return result
 
 
 # -- cached clients -------------------------------------------------------------------------------------
@@ -206,13 +226,17 @@ def _cached_client(call: ApiCall) -> BaseClient | ProbeResult:
         if client is not None:
             return client
         made = _new_client(call)
-        if isinstance(made, BaseClient):
+        if not isinstance(made, ProbeResult):
             with _clients_lock:
                 _clients[key] = made
         return made
 
 
 def _new_client(call: ApiCall) -> BaseClient | ProbeResult:
+    import boto3
+    from botocore import exceptions as bce
+    from botocore.config import Config
+
     try:
         session = boto3.session.Session(profile_name=call.profile)
     except bce.ProfileNotFound as exc:
@@ -229,9 +253,10 @@ def _new_client(call: ApiCall) -> BaseClient | ProbeResult:
         read_timeout=call.timeout,
         user_agent_extra=f"region-latency-exporter/{__version__}",
     )
+    make_client: Callable[..., BaseClient] = session.client  # the service name is data, not a stub's literal
     try:
-        client = session.client(call.service, region_name=call.region, endpoint_url=call.url,
-                                verify=call.verify, config=config)
+        client = make_client(call.service, region_name=call.region, endpoint_url=call.url,
+                             verify=call.verify, config=config)
     except bce.UnknownServiceError:
         raise ValueError(f"api probe: botocore knows no service {call.service!r}") from None
     RoundTripTimer(_record_window, lambda exc: None).attach(client.meta.events)
@@ -240,6 +265,7 @@ def _new_client(call: ApiCall) -> BaseClient | ProbeResult:
 
 def _method_name(client: BaseClient, operation: str) -> str:
     """The client method for an operation given as an API name or as its snake_case method name."""
+    import botocore
     names = client.meta.service_model.operation_names
     by_method = {botocore.xform_name(name): name for name in names}
     if operation in names:

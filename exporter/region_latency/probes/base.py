@@ -8,14 +8,17 @@ import math
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -33,14 +36,56 @@ class ErrorKind(StrEnum):
     OTHER = "other"  # anything else; the detail says what
 
 
+class ProbeOptions(BaseModel):
+    """The options of one probe kind: each kind declares a subclass, validated once when the configuration loads.
+
+    Frozen, and strict about unknown keys. `parse` turns a mapping (a config file's `options:`) into the model,
+    with a one-line ValueError naming the bad option.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    kind: ClassVar[str] = "probe"
+
+    @classmethod
+    def parse(cls, raw: ProbeOptions | Mapping[str, Any] | None) -> Self:
+        """`raw` as this kind's options: an instance as it is, a mapping validated; ValueError (one line)."""
+        if isinstance(raw, cls):
+            return raw
+        if isinstance(raw, ProbeOptions):
+            raise ValueError(f"{type(raw).__name__} are not {cls.kind} probe options")
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ValueError(f"{cls.kind} probe options must be a mapping, not {raw!r}")
+        try:
+            return cls.model_validate(dict(raw or {}))
+        except ValidationError as exc:
+            raise ValueError(cls._one_line(exc)) from None
+
+    @classmethod
+    def _one_line(cls, exc: ValidationError) -> str:
+        errors = exc.errors(include_url=False)
+        unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and e["loc"]]
+        if unknown:
+            return (f"unknown {cls.kind} probe option(s) {', '.join(map(repr, unknown))} "
+                    f"(known: {', '.join(sorted(cls.model_fields))})")
+        first = errors[0]
+        if first["type"] == "value_error":
+            return str(first["ctx"]["error"])
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{cls.kind} option {where!r}: {first['msg']} (got {first.get('input')!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What to probe: a service in a region at an endpoint URL, with per-kind options."""
+    """What to probe: a service in a region at an endpoint URL, with its kind's options.
+
+    `options` is the kind's validated ProbeOptions model (what the configuration hands over: validated once);
+    a plain mapping is accepted too, for targets built by hand, and validated by the probe on each call.
+    """
 
     service: str
     region: str
     url: str
-    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    options: ProbeOptions | Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +217,7 @@ def parse_endpoint(url: str, port: object = None) -> Endpoint:
     host = parsed.hostname
     if not host:
         raise ValueError(f"endpoint URL {url!r} has no host")
-    chosen = url_port if port is None else _check_port(port)
+    chosen = url_port if port is None else check_port(port)
     if chosen is None:
         chosen = DEFAULT_PORTS.get(scheme)
     if chosen is None:
@@ -183,7 +228,7 @@ def parse_endpoint(url: str, port: object = None) -> Endpoint:
     return Endpoint(scheme=scheme, host=host, port=chosen, path=path)
 
 
-def _check_port(port: object) -> int:
+def check_port(port: object) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not (0 < port < 65536):
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
     return port
@@ -208,17 +253,74 @@ def check_ip_version(value: object) -> int | None:
     raise ValueError(f"ip_version must be 4, 6 or None, got {value!r}")
 
 
+def _ip_version(value: object) -> int | None:
+    return check_ip_version(value)
+
+
+def _port(value: object) -> int | None:
+    return None if value is None else check_port(value)
+
+
+IpVersion = Annotated[int | None, BeforeValidator(_ip_version)]
+"""An `ip_version` option: 4, 6 or None (also "ipv4", "4", "any", ...)."""
+Port = Annotated[int | None, BeforeValidator(_port)]
+"""A `port` option overriding the URL's: 1..65535 or None."""
+
+
+class TlsOptions(ProbeOptions):
+    """The certificate rules of every kind that speaks TLS (https, api), written once: at most one of
+    `verify` (True, False, a CA bundle path or, in code, an SSLContext), `ca_file` (a CA bundle path) and
+    `insecure` (True: no verification)."""
+
+    verify: bool | str | ssl.SSLContext | None = None
+    ca_file: str | None = None
+    insecure: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _types(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        verify, ca_file, insecure = data.get("verify"), data.get("ca_file"), data.get("insecure", False)
+        given = [key for key in ("verify", "ca_file", "insecure") if data.get(key) not in (None, False)]
+        if verify is False:
+            given.append("verify")
+        if len(given) > 1:
+            raise ValueError(f"give only one of the {cls.kind} options 'verify', 'ca_file', 'insecure' "
+                             f"(got {given})")
+        if verify is not None and not isinstance(verify, bool | str | ssl.SSLContext):
+            raise ValueError(f"{cls.kind} option 'verify' must be a bool, a CA bundle path or an SSLContext, "
+                             f"got {verify!r}")
+        if not isinstance(insecure, bool):
+            raise ValueError(f"{cls.kind} option 'insecure' must be true or false, got {insecure!r}")
+        if ca_file is not None and not isinstance(ca_file, str):
+            raise ValueError(f"{cls.kind} option 'ca_file' must be a path, got {ca_file!r}")
+        return data
+
+    @property
+    def verifies(self) -> bool:
+        """False when certificate verification is off (`insecure: true` or `verify: false`)."""
+        return not (self.insecure or self.verify is False)
+
+    @property
+    def ca_bundle(self) -> str | None:
+        """The CA bundle path to trust instead of the default one, if any."""
+        if self.ca_file is not None:
+            return self.ca_file
+        return self.verify if isinstance(self.verify, str) else None
+
+
 @dataclass(frozen=True, slots=True)
-class Resolution:
-    """The address to connect to, and how long name resolution took (None: the host was an IP literal)."""
+class AddressLookup:
+    """The address to connect to, and how long the DNS lookup took (None: the host was an IP literal)."""
 
     address: str
     family: socket.AddressFamily
     seconds: float | None
 
 
-def resolve(host: str, port: int, deadline: Deadline, ip_version: int | None = None) -> Resolution:
-    """Resolve `host` within the deadline, timing only the resolver call itself.
+def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | None = None) -> AddressLookup:
+    """Look `host` up in DNS within the deadline, timing only the resolver call itself.
 
     getaddrinfo cannot be interrupted, so it runs in a daemon thread that the probe stops waiting for
     at the deadline. The first address in the resolver's order (RFC 6724, as an SDK would connect)
@@ -229,7 +331,7 @@ def resolve(host: str, port: int, deadline: Deadline, ip_version: int | None = N
         ip = ipaddress.ip_address(host)
         if ip_version is not None and ip.version != ip_version:
             raise ProbeError(ErrorKind.DNS, f"{host} is not an IPv{ip_version} address")
-        return Resolution(host, socket.AF_INET6 if ip.version == 6 else socket.AF_INET, None)
+        return AddressLookup(host, socket.AF_INET6 if ip.version == 6 else socket.AF_INET, None)
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -251,7 +353,7 @@ def resolve(host: str, port: int, deadline: Deadline, ip_version: int | None = N
     if not infos:
         raise ProbeError(ErrorKind.DNS, f"{host} has no {f'IPv{ip_version} ' if ip_version else ''}address")
     fam, _, _, _, sockaddr = infos[0]
-    return Resolution(str(sockaddr[0]), fam, outcome["seconds"])
+    return AddressLookup(str(sockaddr[0]), fam, outcome["seconds"])
 
 
 def _gai_message(exc: BaseException) -> str:

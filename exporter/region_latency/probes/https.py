@@ -16,7 +16,7 @@ otherwise hold a probe for several timeouts. The backend makes its own sockets (
 connecting) and runs its own TLS handshake loop, so `connect` covers the kernel connect alone and `tls` the
 handshake's network part (ClientHello sent -> the server's flight received), not the client's own TLS CPU.
 
-Options (Target.options):
+Options (`HttpsOptions`, validated once when the configuration loads):
   path         request path and query (default: the URL's path, else "/")
   method       HTTP method (default "GET")
   headers      extra request headers (mapping)
@@ -38,25 +38,27 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import certifi
 import httpcore
+from pydantic import PrivateAttr, field_validator, model_validator
 
 from region_latency import __version__
 from region_latency.probes.base import (
     Deadline,
     Endpoint,
     ErrorKind,
+    IpVersion,
+    Port,
     ProbeError,
     ProbeResult,
     Target,
-    check_ip_version,
+    TlsOptions,
     describe,
+    lookup_address,
     parse_endpoint,
-    resolve,
     timed_connect,
 )
 
@@ -66,88 +68,85 @@ _METHOD = re.compile(r"^[A-Z]{1,16}$")
 _TIMEOUT_ERRORS = (httpcore.TimeoutException,)
 
 
-OPTIONS = frozenset({"path", "method", "headers", "port", "ip_version", "ca_file", "verify", "insecure"})
+class HttpsOptions(TlsOptions):
+    """The https probe's options, validated once (a CA bundle is loaded then, not per probe)."""
+
+    kind: ClassVar[str] = "https"
+    path: str | None = None  # request path and query; None: the URL's
+    method: str = "GET"
+    headers: dict[str, str] = {}
+    port: Port = None
+    ip_version: IpVersion = None
+
+    _ssl_context: ssl.SSLContext | None = PrivateAttr(default=None)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, path: Any) -> Any:
+        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+            raise ValueError(f"https option 'path' must be a string starting with '/', got {path!r}")
+        return path
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, method: Any) -> Any:
+        if not isinstance(method, str) or not _METHOD.match(method.upper()):
+            raise ValueError(f"https option 'method' must be an HTTP method name, got {method!r}")
+        return method.upper()
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, headers: Any) -> Any:
+        headers = headers or {}
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValueError(f"https option 'headers' must map strings to strings, got {headers!r}")
+        return dict(headers)
+
+    @model_validator(mode="after")
+    def _context(self) -> HttpsOptions:
+        self._ssl_context = tls_context(self)
+        return self
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The SSLContext the TLS options ask for; None means the default (certifi) one."""
+        return self._ssl_context
 
 
 def check_target(target: Target) -> None:
     """ValueError for a bad URL or option (what `probe` would refuse at run time)."""
-    options = HttpsOptions.from_mapping(target.options)
-    parse_endpoint(target.url, options.port)
+    options = HttpsOptions.parse(target.options)
+    endpoint = parse_endpoint(target.url, options.port)
+    if endpoint.scheme not in ("https", "http"):
+        raise ValueError(f"https probe needs an https:// (or http://) URL, got {target.url!r}")
 
 
 def probe(target: Target, timeout: float) -> ProbeResult:
     """One HTTP(S) request to the target on a fresh connection; the result's latency is its `ttfb`."""
     deadline = Deadline(timeout)
-    options = HttpsOptions.from_mapping(target.options)
+    options = HttpsOptions.parse(target.options)
     endpoint = parse_endpoint(target.url, options.port)
     if endpoint.scheme not in ("https", "http"):
         raise ValueError(f"https probe needs an https:// (or http://) URL, got {target.url!r}")
     phases: dict[str, float] = {}
     try:
-        resolution = resolve(endpoint.host, endpoint.port, deadline, options.ip_version)
-        if resolution.seconds is not None:
-            phases["dns"] = resolution.seconds
-        return _request(endpoint, resolution.address, options, deadline, phases)
+        found = lookup_address(endpoint.host, endpoint.port, deadline, options.ip_version)
+        if found.seconds is not None:
+            phases["dns"] = found.seconds
+        return _request(endpoint, found.address, options, deadline, phases)
     except ProbeError as exc:
         return ProbeResult.failure(exc.kind, exc.detail, phases)
 
 
-@dataclass(frozen=True, slots=True)
-class HttpsOptions:
-    """The validated options of one https target."""
-
-    path: str | None = None
-    method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    port: int | None = None
-    ip_version: int | None = None
-    ssl_context: ssl.SSLContext | None = None  # None: the default, verifying context
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> HttpsOptions:
-        """Validate Target.options; ValueError names the bad key."""
-        path = options.get("path")
-        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
-            raise ValueError(f"https option 'path' must be a string starting with '/', got {path!r}")
-        method = options.get("method", "GET")
-        if not isinstance(method, str) or not _METHOD.match(method.upper()):
-            raise ValueError(f"https option 'method' must be an HTTP method name, got {method!r}")
-        headers = options.get("headers") or {}
-        if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise ValueError(f"https option 'headers' must map strings to strings, got {headers!r}")
-        return cls(
-            path=path,
-            method=method.upper(),
-            headers=dict(headers),
-            port=options.get("port"),
-            ip_version=check_ip_version(options.get("ip_version")),
-            ssl_context=tls_context(options),
-        )
-
-
-def tls_context(options: Mapping[str, Any]) -> ssl.SSLContext | None:
+def tls_context(options: TlsOptions) -> ssl.SSLContext | None:
     """The SSLContext the options ask for (`verify`, `ca_file`, `insecure`); None means the default one."""
-    given = [key for key in ("verify", "ca_file", "insecure") if options.get(key) not in (None, False)]
-    if options.get("verify") is False:
-        given.append("verify")
-    if len(given) > 1:
-        raise ValueError(f"give only one of the https options 'verify', 'ca_file', 'insecure' (got {given})")
-    verify = options.get("verify")
-    if verify is not None and not isinstance(verify, bool | str | ssl.SSLContext):
-        raise ValueError(f"https option 'verify' must be a bool, a CA bundle path or an SSLContext, got {verify!r}")
-    insecure = options.get("insecure", False)
-    if not isinstance(insecure, bool):
-        raise ValueError(f"https option 'insecure' must be true or false, got {insecure!r}")
-    ca_file = options.get("ca_file")
-    if ca_file is not None and not isinstance(ca_file, str):
-        raise ValueError(f"https option 'ca_file' must be a path, got {ca_file!r}")
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    if insecure or verify is False:
+    if isinstance(options.verify, ssl.SSLContext):
+        return options.verify
+    if not options.verifies:
         return _insecure_context()
-    path = ca_file if ca_file is not None else verify if isinstance(verify, str) else None
+    path = options.ca_bundle
     return None if path is None else _ca_file_context(path)
 
 
@@ -231,7 +230,9 @@ def _request(
     extensions: dict[str, Any] = {"trace": trace, "timeout": _timeouts(deadline)}
     if endpoint.scheme == "https" and not endpoint.host_is_ip:
         extensions["sni_hostname"] = endpoint.host
-    headers = {"Host": endpoint.host_header(), "User-Agent": USER_AGENT, "Accept": "*/*", **options.headers}
+    headers: dict[bytes | str, bytes | str] = {"Host": endpoint.host_header(), "User-Agent": USER_AGENT,
+                                               "Accept": "*/*"}
+    headers.update(options.headers)
     try:
         with connection, connection.stream(options.method, url, headers=headers, extensions=extensions) as resp:
             _read_some(resp)

@@ -4,7 +4,7 @@ DNS is resolved and timed first (phase `dns`) and kept out of the latency, which
 time alone (phase `connect`: SYN handed to the kernel -> the wake-up at which the handshake completed,
 `base.timed_connect`). Nothing is sent: the socket is closed right after the handshake.
 
-Options (Target.options): `port` (overrides the URL's port), `ip_version` (4, 6 or None).
+Options (`TcpOptions`): `port` (overrides the URL's port), `ip_version` (4, 6 or None).
 """
 
 from __future__ import annotations
@@ -12,43 +12,50 @@ from __future__ import annotations
 import errno
 import socket
 from types import MappingProxyType
+from typing import ClassVar
 
 from region_latency.probes.base import (
     Deadline,
     ErrorKind,
+    IpVersion,
+    Port,
     ProbeError,
+    ProbeOptions,
     ProbeResult,
     Target,
-    check_ip_version,
     describe,
+    lookup_address,
     parse_endpoint,
-    resolve,
     timed_connect,
 )
 
 _REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET})
 
 
-OPTIONS = frozenset({"port", "ip_version"})
+class TcpOptions(ProbeOptions):
+    """The tcp probe's options."""
+
+    kind: ClassVar[str] = "tcp"
+    port: Port = None  # overrides the URL's port
+    ip_version: IpVersion = None  # 4, 6 or None (the resolver's first address)
 
 
 def check_target(target: Target) -> None:
-    """ValueError for a bad URL, port or ip_version (what `probe` would refuse at run time)."""
-    parse_endpoint(target.url, target.options.get("port"))
-    check_ip_version(target.options.get("ip_version"))
+    """ValueError for a bad URL or options (what `probe` would refuse at run time)."""
+    parse_endpoint(target.url, TcpOptions.parse(target.options).port)
 
 
 def probe(target: Target, timeout: float) -> ProbeResult:
-    """Resolve, then time one TCP connect to the target's host and port, all within `timeout`."""
+    """Look the host up, then time one TCP connect to the target's host and port, all within `timeout`."""
     deadline = Deadline(timeout)
-    endpoint = parse_endpoint(target.url, target.options.get("port"))
-    ip_version = check_ip_version(target.options.get("ip_version"))
+    options = TcpOptions.parse(target.options)
+    endpoint = parse_endpoint(target.url, options.port)
     phases: dict[str, float] = {}
     try:
-        resolution = resolve(endpoint.host, endpoint.port, deadline, ip_version)
-        if resolution.seconds is not None:
-            phases["dns"] = resolution.seconds
-        phases["connect"] = connect_time(resolution.family, resolution.address, endpoint.port, deadline)
+        found = lookup_address(endpoint.host, endpoint.port, deadline, options.ip_version)
+        if found.seconds is not None:
+            phases["dns"] = found.seconds
+        phases["connect"] = connect_time(found.family, found.address, endpoint.port, deadline)
     except ProbeError as exc:
         return ProbeResult.failure(exc.kind, exc.detail, phases)
     phases["total"] = deadline.elapsed()
