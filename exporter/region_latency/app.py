@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from region_latency.cache import Cache, FileCache, PrefixedCache
 from region_latency.config import Config, ConfigError, parse_listen
@@ -21,6 +22,9 @@ from region_latency.scheduler import Job, Scheduler
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
 from region_latency.targets import ResolvedConfig, load_targets, resolve_targets
 from region_latency.tracker import RegionLatencyTracker
+
+if TYPE_CHECKING:
+    from region_latency.export.otel import OtlpExporter
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +93,14 @@ class Exporter:
         self._reload_lock = threading.Lock()
         self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate,
                                    thread_initializer=probe_thread_setup)
+        self.otlp: OtlpExporter | None = None
         self._apply(self.resolved)
         self.registry = build_registry(self.snapshots)
+        if self.config.otlp.active:  # the OpenTelemetry SDK is imported only when the push is on
+            from region_latency.export.otel import OtlpExporter, OtlpStatusCollector
+
+            self.otlp = OtlpExporter(self.config.otlp, self.snapshots)
+            self.registry.runtime.register(OtlpStatusCollector(self.otlp))
         hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.reload)
         host, port = parse_listen(self.config.listen)
         self.web = WebServer(ExporterApp(self.registry, hooks), host, port)
@@ -110,6 +120,8 @@ class Exporter:
 
     def start(self) -> None:
         self.web.start()
+        if self.otlp is not None:
+            self.otlp.start()
         self.scheduler.start()
         host, port = self.web.address
         shown = f"[{host}]" if ":" in host else host
@@ -123,6 +135,8 @@ class Exporter:
             log.warning("some probes were still running after %.1fs; exiting anyway", timeout)
         for state in self.states.values():
             state.tracker.close()
+        if self.otlp is not None:
+            self.otlp.stop()  # one last push, bounded by the export timeout (at most 5 s)
         self.web.stop()
 
     def reload(self) -> str | None:
@@ -145,6 +159,8 @@ class Exporter:
                                             f"{config.listen}) needs a restart")
         if config.cache != self.config.cache:
             raise ConfigError("", "cache", "changing the cache needs a restart")
+        if config.otlp != self.config.otlp:
+            raise ConfigError("", "otlp", "changing the OTLP settings needs a restart")
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -181,13 +197,18 @@ class Exporter:
                     probe=probe,
                     interval=config.interval,
                     timeout=config.timeout,
-                    on_result=_recorder(state, region),
+                    on_result=_recorder(state, region, self._on_result),
                 ))
         for name in set(self.states) - {t.name for t in resolved.targets}:
             self.states.pop(name).tracker.close()
             self._targets.pop(name, None)
             self._policy_keys.pop(name, None)
         self.scheduler.set_jobs(jobs)
+
+    def _on_result(self, info: TargetInfo, region: str, result: ProbeResult) -> None:
+        """After a result is recorded: the OTLP push's raw-sample histogram takes it too."""
+        if self.otlp is not None:
+            self.otlp.on_result(info, region, result)
 
     def _reevaluate(self) -> None:
         """Re-rank on the clock too, so a region that stops producing results still goes stale."""
@@ -196,9 +217,13 @@ class Exporter:
             state.reevaluate(now)
 
 
-def _recorder(state: TargetState, region: str) -> Callable[[Target, ProbeResult], None]:
-    """The job callback that records one region's results into its target state."""
+def _recorder(state: TargetState, region: str,
+              listener: Callable[[TargetInfo, str, ProbeResult], None] | None = None,
+              ) -> Callable[[Target, ProbeResult], None]:
+    """The job callback that records one region's results into its target state, then tells `listener`."""
     def record(_target: Target, result: ProbeResult) -> None:
         state.record(region, result)
+        if listener is not None:
+            listener(state.info, region, result)
 
     return record

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from region_latency.durations import format_duration, parse_duration
+from region_latency.export.otlp_config import OtlpConfig, OtlpEnvError, apply_env
 from region_latency.probes import PROBE_KINDS, ProbeOptions
 from region_latency.ranking import RankingSettingError, RankingSettings
 from region_latency.regions import DEFAULT_PARTITION, check_region_name
@@ -292,6 +293,7 @@ class Config(_Model):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     targets: tuple[TargetConfig, ...] = Field(default_factory=_default_targets)
     ranking: RankingSettings = Field(default_factory=lambda: RankingSettings.model_validate({}))
+    otlp: OtlpConfig = Field(default_factory=OtlpConfig)  # the OTLP push; OTEL_* variables fill it in
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -334,6 +336,11 @@ class Config(_Model):
         if not isinstance(value, Mapping | RankingSettings):
             raise ValueError(f"must be a mapping, got {type(value).__name__}")
         return value
+
+    @field_validator("otlp", mode="before")
+    @classmethod
+    def _otlp(cls, value: Any) -> Any:
+        return _none_as_empty(value, {})
 
     @field_serializer("ranking")
     def _dump_ranking(self, ranking: RankingSettings) -> dict[str, Any]:
@@ -437,6 +444,13 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
         if env.get(env_name):
             raw = _set_path(raw, field_path, env[env_name])
             sources[field_path] = env_name
+    try:
+        otlp, otlp_sources = apply_env(raw.get("otlp"), env)
+    except OtlpEnvError as exc:
+        raise ConfigError(exc.env, f"otlp.{exc.field}", exc.problem) from None
+    if otlp_sources:
+        raw = {**raw, "otlp": otlp}
+        sources.update({("otlp", field): name for field, name in otlp_sources.items()})
     for key, value in (overrides or {}).items():
         if key not in OVERRIDES:
             raise ConfigError("overrides", key, f"unknown override (known: {', '.join(OVERRIDES)})")
@@ -501,7 +515,8 @@ def _set_path(raw: dict[str, Any], path: tuple[str, ...], value: object) -> dict
     return out
 
 
-_FIELDS_AT: dict[str, type[BaseModel]] = {"cache": CacheConfig, "targets": TargetConfig, "ranking": RankingSettings}
+_FIELDS_AT: dict[str, type[BaseModel]] = {"cache": CacheConfig, "targets": TargetConfig, "ranking": RankingSettings,
+                                          "otlp": OtlpConfig}
 
 # The ranking section's problems in the short words docs/RANKING.md uses (`ranking.max_failures: must be >= 1`).
 _RANKING_MESSAGES = {
