@@ -197,20 +197,22 @@ SDK_LOGGERS = (
 
 
 class _SdkLogCapture(logging.Filter):
-    """Drops the SDK's per-export log records, keeping the last one's text as the reason of a failure."""
+    """Drops the SDK's per-export log records, keeping the first warning of an export as the reason it failed
+    (with retries, the first names the error: "Transient error ... Connection refused ...", the last only says
+    that it gave up)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.last: str | None = None
+        self.first: str | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            self.last = record.getMessage()
+        if record.levelno >= logging.WARNING and self.first is None:
+            self.first = record.getMessage()
         return False
 
     def take(self) -> str | None:
-        last, self.last = self.last, None
-        return last
+        first, self.first = self.first, None
+        return first
 
 
 @dataclass
@@ -244,7 +246,8 @@ class _CountingExporter(MetricExporter):
         started = time.monotonic()
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-            error = None if result is MetricExportResult.SUCCESS else self._capture.take()
+            reason = self._capture.take()
+            error = None if result is MetricExportResult.SUCCESS else reason
         except Exception as exc:  # an exporter bug must not end the reader thread's loop
             result, error = MetricExportResult.FAILURE, f"{type(exc).__name__}: {exc}"
         status = self.status
@@ -347,11 +350,13 @@ class OtlpExporter:
             samples(info, region, result)
 
     def collect_now(self, timeout: float | None = None) -> bool:
-        """Collect and export at once (tests, and a final push): False if it did not finish in time."""
-        provider = self._provider
-        if provider is None:
+        """Collect and export at once (tests): whether that export succeeded."""
+        provider, counting = self._provider, self._counting
+        if provider is None or counting is None:
             return False
-        return provider.force_flush(timeout_millis=(timeout or self.config.timeout) * 1000)
+        failures = counting.status.failures
+        provider.force_flush(timeout_millis=(timeout or self.config.timeout) * 1000)
+        return counting.status.failures == failures and counting.status.last_success_at is not None
 
     def stop(self, timeout: float | None = None) -> None:
         """A last export (bounded by `timeout`, default the export timeout up to 5 s), then stop the thread."""
