@@ -332,6 +332,11 @@ def check_config(config_path: str | None) -> None:
         config = target.config
         click.echo(f"# target {config.name}: {config.service} via {config.probe}, {len(target.regions)} "
                    f"region(s), every {config.interval:g}s, timeout {config.timeout:g}s", err=True)
+    otlp = loaded.config.otlp
+    if otlp.active:
+        headers = f", headers {', '.join(otlp.headers)} (values hidden)" if otlp.headers else ""
+        click.echo(f"# otlp: {otlp.protocol} to {otlp.url} every {otlp.interval:g}s, timeout {otlp.timeout:g}s"
+                   f"{headers}", err=True)
     click.echo("configuration OK", err=True)
 
 

@@ -93,6 +93,8 @@ class OtlpConfig(BaseModel):
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL")  # the URL is not repeated: it may hold a token
+        if parts.password is not None:
+            raise ValueError("a password in the URL would be shown and logged: put credentials under headers")
         return value.strip()
 
     @field_validator("protocol", mode="before")
@@ -193,15 +195,16 @@ class OtlpConfig(BaseModel):
         return {name: value.get_secret_value() for name, value in self.headers.items()}
 
     def resource(self, version: str) -> dict[str, str]:
-        """The resource attributes: service.name, service.version, service.instance.id (the host name unless
-        given), the vantage point, then the configured ones (which may override the instance id)."""
-        attributes = {"service.name": self.service_name, "service.version": version,
-                      "service.instance.id": socket.gethostname()}
+        """The resource attributes: the configured ones, plus service.name (service_name, unless only the
+        attributes name it), service.version (ours), service.instance.id (the host name unless given) and the
+        vantage point."""
+        attributes = {"service.instance.id": socket.gethostname(), **self.resource_attributes,
+                      "service.version": version}
+        # OTEL_SERVICE_NAME (or service_name:) wins over a service.name among the attributes, as in the OTel SDKs
+        if "service_name" in self.model_fields_set or "service.name" not in attributes:
+            attributes["service.name"] = self.service_name
         if self.vantage:
             attributes[VANTAGE_ATTRIBUTE] = self.vantage
-        for key, value in self.resource_attributes.items():
-            if key not in ("service.name", "service.version"):
-                attributes[key] = value
         return attributes
 
 
