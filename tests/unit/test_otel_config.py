@@ -245,6 +245,6 @@ def test_file_errors_are_one_line(tmp_path: Path, text: str, message: str) -> No
         otlp({}, text, tmp_path)
     got = str(caught.value)
     assert got.startswith(f"{tmp_path / 'config.yaml'}: "), got
-    expected = message.split(" (got ...)")[0]
+    expected = message.split(" (got ...)", maxsplit=1)[0]
     assert got.removeprefix(f"{tmp_path / 'config.yaml'}: ").startswith(expected), got
     assert "s3cr3t" not in got and "\n" not in got
