@@ -95,3 +95,15 @@ def test_the_exporter_never_touches_the_global_meter_provider() -> None:
     pushing.start()
     pushing.stop(timeout=1)
     assert metrics.get_meter_provider() is before
+
+
+def test_the_mapping_table_in_the_docs_is_the_derived_one() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "METRICS.md").read_text()
+    section = doc[doc.index("## OpenTelemetry"):]
+    rows = dict((prom, (otel, unit)) for prom, otel, unit in
+                re.findall(r"^\| `(region_latency_\w+)` \| `(region_latency\.\w+)` \| `([^`]+)` \|", section, re.M))
+    assert rows == {family.name: (instrument_name(family), family.unit) for family in TARGET_FAMILIES}
+    for label, key in ATTRIBUTE_KEYS.items():
+        assert f"| `{label}` | `{key}` |" in section
