@@ -6,10 +6,9 @@
 # Its build steps are exercised without a container engine by tests/integration/test_dockerfile.py, which runs
 # this file's own RUN lines (see docs/DEPLOY.md).
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
-
 # -- build: install the package and its dependencies (all wheels) into a virtual environment --------------------
-FROM ${PYTHON_IMAGE} AS build
+# The base image, pinned to a patch version; both stages name the same one (a test checks it).
+FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
@@ -23,7 +22,7 @@ RUN python -m venv "$VIRTUAL_ENV" \
     && "$VIRTUAL_ENV/bin/python" -c "import region_latency.cli, redis"
 
 # -- runtime: the base image plus the environment; no compiler, no pip cache, no build tools ---------------------
-FROM ${PYTHON_IMAGE}
+FROM python:3.11.14-slim-bookworm
 # VERSION follows region_latency.__version__ (a test checks it); SOURCE_URL: pass the repository's URL when building.
 ARG VERSION=0.1.0
 ARG SOURCE_URL=https://github.com/region-latency-exporter/region-latency-exporter
