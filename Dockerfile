@@ -18,7 +18,7 @@ COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 RUN python -m venv "$VIRTUAL_ENV" \
     && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir ".[redis]" \
-    && "$VIRTUAL_ENV/bin/pip" uninstall --yes pip \
+    && "$VIRTUAL_ENV/bin/pip" uninstall --yes setuptools pip \
     && "$VIRTUAL_ENV/bin/python" -c "import region_latency.cli, redis"
 
 # -- runtime: the base image plus the environment; no compiler, no pip cache, no build tools ---------------------

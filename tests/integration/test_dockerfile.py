@@ -289,6 +289,8 @@ def test_build_steps_install_a_working_exporter_that_runs_read_only_as_the_image
     (volume_path,) = json.loads(runtime.values("VOLUME")[0])
     volume = sandbox.host(volume_path)
     volume.mkdir(parents=True)
+    for directory in (env["HOME"], runtime.values("WORKDIR")[-1]):  # the image makes them (RUN install -d, WORKDIR)
+        sandbox.host(directory).mkdir(parents=True, exist_ok=True)
     if ids:
         os.chown(volume, *ids)
     cmd = exec_form(runtime.values("CMD")[-1])
