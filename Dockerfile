@@ -41,7 +41,8 @@ COPY --from=build /opt/region-latency-exporter /opt/region-latency-exporter
 # An empty config file means the built-in defaults (docs/CONFIG.md); mount your own over it.
 RUN groupadd --gid 65532 exporter \
     && useradd --uid 65532 --gid 65532 --no-log-init --home-dir /home/exporter --shell /usr/sbin/nologin exporter \
-    && install -d -o 65532 -g 65532 -m 0700 /home/exporter /home/exporter/.cache \
+    && install -d -o 65532 -g 65532 -m 0755 /home/exporter \
+    && install -d -o 65532 -g 65532 -m 0700 /home/exporter/.cache \
     && install -d -m 0755 /etc/region-latency-exporter \
     && printf '# built-in defaults: see docs/CONFIG.md; mount a configuration over this file\n' \
        > /etc/region-latency-exporter/config.yaml
