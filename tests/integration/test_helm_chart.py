@@ -284,6 +284,20 @@ def test_dashboard_configmaps_hold_the_grafana_dashboards() -> None:
     assert len(set(names)) == len(names) and all(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", n) for n in names)
 
 
+def test_packaged_chart_carries_the_rule_files_and_dashboards(tmp_path: Path) -> None:
+    """`helm package` follows the files/ symlinks: the archive holds the files themselves and renders alike."""
+    from tests.support.chart import quiet_native_logs
+
+    values = CASES["prometheus-operator"]
+    with quiet_native_logs(), helm_python.Chart.load(CHART) as chart:
+        archive = chart.save(tmp_path)
+    with quiet_native_logs(), helm_python.Chart.load(archive) as packaged:
+        names = {f["name"] for f in packaged.files}
+        from_archive = packaged.render(values, name="rle", namespace=NAMESPACE, is_install=True)
+    assert {f"files/prometheus/{p.relative_to(REPO / 'prometheus').as_posix()}" for p in rule_files()} <= names
+    assert from_archive == render(values)
+
+
 # -- versions and docs ----------------------------------------------------------------------------------------
 
 
