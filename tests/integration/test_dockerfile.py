@@ -309,11 +309,12 @@ def test_build_steps_install_a_working_exporter_that_runs_read_only_as_the_image
                          "options": {"ca_file": servers.ca.ca_file}}],
         }))
         config.chmod(0o644)
+        log = sandbox.root / "exporter.log"  # written through this process' descriptor; removed with the sandbox
+        stderr = log.open("w")
         make_read_only(sandbox.root, keep=volume)  # package dir, working dir, config: read-only
         run_env = sandbox.env(env)
         command = [*exec_form(runtime.values("ENTRYPOINT")[-1]), cmd[0], str(config), *cmd[2:]]
-        log = Path(tempfile.mkstemp(prefix="rle-image-", suffix=".log")[1])
-        with log.open("w") as stderr:
+        with stderr:
             proc = subprocess.Popen(command, cwd=sandbox.host(runtime.values("WORKDIR")[-1]), env=run_env,
                                     stdout=subprocess.DEVNULL, stderr=stderr,
                                     user=ids[0] if ids else None, group=ids[1] if ids else None,
@@ -331,7 +332,6 @@ def test_build_steps_install_a_working_exporter_that_runs_read_only_as_the_image
         finally:
             code = stop(proc)
         output = log.read_text()
-        log.unlink()
         assert code == 0, output
         assert "Traceback" not in output and "Read-only" not in output and "Permission denied" not in output, output
         cache = volume / "region-latency-exporter" / "latencies.json"
