@@ -69,6 +69,21 @@ def test_helm_lint_strict_finds_nothing_but_the_missing_icon() -> None:
         assert report["errors"] == [] and problems == [], report
 
 
+def null_fields(value: Any, path: str = "") -> list[str]:
+    """Paths of `key:` left empty, a template slip that the schemas let through (null reads as absent)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items()
+                for p in (null_fields(v, f"{path}.{k}") if v is not None else [f"{path}.{k}"])]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in null_fields(v, f"{path}[{i}]")]
+    return []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_no_field_is_left_empty(rendered: dict[str, dict[str, str]], case: str) -> None:
+    assert [f"{obj['kind']}{path}" for obj in objects_of(rendered, case) for path in null_fields(obj)] == []
+
+
 @pytest.mark.parametrize("version", sorted({OLDEST_VERSION, KUBERNETES_VERSION}))
 @pytest.mark.parametrize("case", CASES)
 def test_every_manifest_is_valid_kubernetes(rendered: dict[str, dict[str, str]], case: str, version: str) -> None:

@@ -34,9 +34,10 @@ CASES: Mapping[str, dict[str, Any]] = {
     "persistent-cache": {
         "cache": {"file": {"persistence": {"enabled": True, "storageClassName": "gp3", "size": "128Mi"}}},
     },
-    "existing-claim": {
+    "existing-claim": {  # with a Redis secret left over from an earlier setting: not used with a file cache
         "cache": {"file": {"mountPath": "/var/cache/rle", "persistence": {"enabled": True,
-                                                                           "existingClaim": "rle-cache"}}},
+                                                                           "existingClaim": "rle-cache"}},
+                  "redis": {"existingSecret": "left-over"}},
     },
     "redis-secret": {
         "replicaCount": 2,
