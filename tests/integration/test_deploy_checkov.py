@@ -53,7 +53,8 @@ def failed_checks(report: Any) -> list[dict[str, Any]]:
 def findings(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     command = checkov_command()
     if command is None:
-        pytest.skip("checkov is not installed (test extra; or set CHECKOV to its executable)")
+        pytest.skip("checkov is not installed: it needs an environment of its own (docs/DEPLOY.md); "
+                    "set CHECKOV to its executable or put it on PATH")
     directory = tmp_path_factory.mktemp("checkov")
     files = [str(REPO / "Dockerfile")]
     for case, values in CASES.items():
