@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.rules_stack import REPO, TARGET, VANTAGE_POINTS, RulesStack, has_finite_value
+from tests.support.repo_files import REPO
+from tests.support.rules_stack import TARGET, VANTAGE_POINTS, RulesStack, has_finite_value
 
 pytestmark = [pytest.mark.integration]
 

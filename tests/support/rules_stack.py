@@ -1,26 +1,18 @@
 """The rules' and dashboards' proof with real parts: local stand-in regions, two real exporter processes (two
 vantage points) probing them, and Debian's Prometheus scraping both with the project's rules loaded.
-
-Also loads the files that live outside any package (prometheus/generate.py, grafana/generate.py,
-scripts/demo_prometheus.py), so tests use exactly what users run.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from tests.support.exporter import ExporterProcess, write_config
+from tests.support.repo_files import load
 from tests.support.servers import HttpServer, Reply, ServerGroup
-
-REPO = Path(__file__).resolve().parents[2]
 
 # Server-side delays of the stand-in regions: the https probe's latency is its time to first byte.
 DELAYS = {"eu-west-1": 0.010, "ap-south-1": 0.045, "sa-east-1": 0.075, "us-east-1": 0.110}
@@ -28,21 +20,6 @@ TARGET = "bedrock-runtime-https"
 VANTAGE_POINTS = ("site-a", "site-b")
 # The shipped thresholds, except the baseline's evaluation interval (1m would leave its panel empty for a minute).
 TEST_THRESHOLDS = {"baseline_evaluation_interval": "1s"}
-
-
-def load(relative: str) -> ModuleType:
-    """A module from a file of the repository that is not in a package (e.g. "prometheus/generate.py")."""
-    path = REPO / relative
-    name = "_repo_" + re.sub(r"\W", "_", relative.removesuffix(".py"))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def exporter_config(cache: Path, endpoints: Mapping[str, str], ca_file: str) -> dict[str, Any]:
