@@ -41,16 +41,29 @@ def test_the_issue_lists_these_alerts() -> None:
         "RegionLatencyExporterAbsent", "RegionLatencyConfigReloadFailed"]
 
 
+# The labels each alert's series keeps, so its description can say where (and from where) it happened.
+SCOPE = {
+    "RegionLatencyHigh": ("region", "target", "instance"),
+    "RegionLatencyAboveBaseline": ("region", "target", "instance"),
+    "RegionLatencyFastestRegionChanged": ("region", "target", "instance"),
+    "RegionLatencyRegionFailing": ("region", "target", "instance", "reason"),
+    "RegionLatencyRegionStale": ("region", "target", "instance"),
+    "RegionLatencyMarginCollapsed": ("region", "target", "instance"),
+    "RegionLatencyRankingFlapping": ("target", "instance"),
+    "RegionLatencyNoRegionRanked": ("target", "instance"),
+    "RegionLatencyExporterDown": ("instance",),
+    "RegionLatencyConfigReloadFailed": ("instance",),
+    "RegionLatencyExporterAbsent": (),
+}
+
+
 @pytest.mark.parametrize("rule", _rules("alert"), ids=lambda rule: rule["alert"])
 def test_alert_has_summary_description_with_value_and_a_runbook(rule: dict[str, Any]) -> None:
     annotations = rule["annotations"]
     assert set(annotations) == {"summary", "description", "runbook_url"}
-    assert "$value" in annotations["description"]
-    if "region_latency_" in rule["expr"] and "up{" not in rule["expr"]:
-        assert "{{ $labels.target }}" in annotations["description"] or "{{ $labels.instance }}" in annotations[
-            "description"]
-    if any(name in rule["expr"] for name in ("ema_seconds >", "consecutive_failures", "fastest:bool[")):
-        assert "{{ $labels.region }}" in annotations["description"] + annotations["summary"]
+    assert "{{ $value" in annotations["description"]
+    for label in SCOPE[rule["alert"]]:
+        assert f"{{{{ $labels.{label} }}}}" in annotations["description"], f"description does not name the {label}"
     assert rule["labels"]["severity"] in ("critical", "warning", "info")
     anchor = annotations["runbook_url"].rsplit("#", 1)[1]
     assert anchor == rule["alert"].lower()
