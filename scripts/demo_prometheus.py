@@ -147,10 +147,11 @@ def stop(proc: subprocess.Popen[Any], timeout: float) -> None:
 
 
 def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """Until `url` answers 200; fails at once if `proc` (the process serving it) exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+            raise RuntimeError(f"the process serving {url} exited with {proc.returncode}")
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -173,7 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as error:
             print(f"demo_prometheus: {error}", file=sys.stderr)
             return 1
-    return 0
 
 
 def _run(args: argparse.Namespace, workdir: Path) -> int:
@@ -182,7 +182,8 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     command = [sys.executable, "-m", "region_latency", "demo", "--listen", exporter_address,
                "--interval", args.interval, *(arg for region in DEMO_REGIONS for arg in ("--region", region)),
                *(["--proxy"] if args.proxy else [])]
-    exporter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(workdir / "exporter.log").open("w"))
+    with (workdir / "exporter.log").open("w") as log:
+        exporter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     prometheus: PrometheusProcess | None = None
     stopping = False
 
@@ -193,7 +194,10 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        wait_http(f"http://{exporter_address}/-/healthy", exporter)
+        try:
+            wait_http(f"http://{exporter_address}/-/healthy", exporter)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}; see {workdir / 'exporter.log'}") from None
         prometheus = PrometheusProcess(workdir / "prometheus",
                                        prometheus_config({"demo": exporter_address}, rules, "2s"),
                                        args.prometheus_port)
