@@ -129,3 +129,14 @@ def test_metric_name_extraction_finds_names_and_skips_functions_labels_and_numbe
     expr = ('sum by (le) (rate(region_latency_sample_seconds_bucket{job=~"$job", le!="+Inf"}[5m])) / 1e3'
             " and on (target) up offset 5m > bool 0.5 unless absent(scrape_duration_seconds)")
     assert metric_names(expr) == {"region_latency_sample_seconds_bucket", "up", "scrape_duration_seconds"}
+
+
+def test_provisioning_examples_point_at_a_prometheus_and_the_dashboards() -> None:
+    provisioning = REPO / "grafana" / "provisioning"
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert datasources["apiVersion"] == 1
+    assert [source["type"] for source in datasources["datasources"]] == ["prometheus"]
+    providers = yaml.safe_load((provisioning / "dashboards" / "region-latency.yml").read_text())
+    assert providers["apiVersion"] == 1
+    assert [provider["type"] for provider in providers["providers"]] == ["file"]
+    assert providers["providers"][0]["options"]["path"] in (REPO / "grafana" / "README.md").read_text()
