@@ -44,11 +44,12 @@ DEMO_THRESHOLDS: Mapping[str, Any] = {
 
 def load_module(path: Path) -> ModuleType:
     """A module from a file outside any package (prometheus/generate.py, this script)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
+    name = f"_demo_{path.parent.name}_{path.stem}"  # prometheus/generate.py and grafana/generate.py differ
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(path.stem, module)
+    sys.modules.setdefault(name, module)
     spec.loader.exec_module(module)
     return module
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.prometheus import prometheus_binary
 from tests.support.repo_files import REPO
 from tests.support.rules_stack import TARGET, VANTAGE_POINTS, RulesStack, has_finite_value
 
@@ -29,8 +30,6 @@ NOT_YET_PUBLISHED = ("region_latency_config_last_reload_successful",
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RulesStack]:
-    from tests.support.prometheus import prometheus_binary
-
     if prometheus_binary() is None:
         pytest.skip("prometheus not installed (./test.sh installs it as root)")
     running = RulesStack(tmp_path_factory.mktemp("rules"))
