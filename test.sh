@@ -4,7 +4,8 @@
 # Extra arguments go to pytest, e.g. ./test.sh tests/unit -q
 set -euo pipefail
 cd "$(dirname "$0")"
-DEBIAN_PACKAGES=(python3-venv iproute2 prometheus prometheus-blackbox-exporter redis-server chromium)
+DEBIAN_PACKAGES=(python3-venv iproute2 prometheus prometheus-alertmanager prometheus-blackbox-exporter redis-server
+                 chromium)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -16,15 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.chart import CASES, CHART, REPO, render, symlink_problems
+from tests.support.chart import CASES, CHART, REPO, render
 
 pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (test extra)")
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(bool(symlink_problems()), reason=f"the chart's files/ symlinks point at directories this "
-                       f"checkout lacks: {symlink_problems()}"),
-]
+pytestmark = [pytest.mark.integration]
 
 README = CHART / "README.md"
 
