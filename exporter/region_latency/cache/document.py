@@ -25,6 +25,7 @@ MAX_REGIONS = 10_000
 """Regions read from one document; the rest are dropped as a problem."""
 MAX_TIMESTAMP = 1e11
 """Timestamps are epoch seconds in [0, 1e11] (year 5138): anything else is damage."""
+FIELDS = frozenset({"metrics", "counts", "updated_at", "last_sample_at"})
 MAX_PROBLEMS = 20
 """Problems listed one by one; beyond it they are counted."""
 
@@ -75,6 +76,9 @@ def decode_document(raw: object) -> DecodedDocument:
     if not isinstance(raw, Mapping):
         result.problem(f"expected an object, got {type(raw).__name__}")
         return result
+    unknown = [key for key in raw if key not in FIELDS]
+    if unknown:
+        result.problem(f"unknown field(s) {', '.join(show(k) for k in unknown[:5])} ignored")
     metrics = _section(raw, "metrics", result)
     counts = _section(raw, "counts", result)
     stamps = _section(raw, "last_sample_at", result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from typing import Any
@@ -37,6 +38,7 @@ class RedisCache:
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._loaded: dict[str, bytes] = {}  # raw values last read, until written over or kept aside
+        self._kept: dict[str, bytes] = {}  # digest of the last value kept aside per Redis key: kept once
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Any:
@@ -53,8 +55,12 @@ class RedisCache:
         except CorruptDataError as exc:
             side = self._keep(name, raw)
             raise CacheError(f"redis key {name} {exc}; kept a copy in the list {side}") from None
-        with self._lock:
-            self._loaded[key] = raw
+        if decoded.flaw is not None:  # the next save rewrites what cannot be carried: keep the original first
+            side = self._keep(name, raw)
+            log.warning("redis key %s %s; kept a copy in the list %s", name, decoded.flaw, side)
+        else:
+            with self._lock:
+                self._loaded[key] = raw
         return decoded.value
 
     def set(self, key: str, value: Any) -> None:
@@ -89,6 +95,9 @@ class RedisCache:
 
     def _keep(self, name: str, raw: bytes) -> str:
         side = name + ".corrupt"
+        with self._lock:
+            if self._kept.get(name) == hashlib.sha256(raw).digest():
+                return side  # this very value is already in the list
         try:
             pipe = self._client.pipeline(transaction=True)
             pipe.lpush(side, raw)
@@ -96,4 +105,6 @@ class RedisCache:
             pipe.execute()
         except self._errors as exc:
             raise CacheError(f"redis {self.url}: cannot keep a copy of {name} in {side}: {exc}") from None
+        with self._lock:
+            self._kept[name] = hashlib.sha256(raw).digest()
         return side

@@ -121,7 +121,7 @@ class CacheSaver:
             if not self._dirty:
                 return
             now = self._monotonic()
-            due = max(self._last_attempt + self.interval, self._retry_at)
+            due = self._retry_at if self._closed else max(self._last_attempt + self.interval, self._retry_at)
             if self._closed or self.interval == 0:
                 if now < due:
                     if self._timer is None and not self._closed:
