@@ -27,6 +27,17 @@ from region_latency.cache.document import (
 )
 from region_latency.cache.saver import DEFAULT_SAVE_INTERVAL, CacheSaver
 
+__all__ = [
+    "CACHE_KEY",  # re-exported: older code imports it from here
+    "LatencyTracker",
+    "Outcome",
+    "RegionLatencyTracker",
+    "RegionStats",
+    "TrackerSnapshot",
+    "calculate_ema",
+    "validate_latency",
+]
+
 DEFAULT_ALPHA = 0.3
 EARLY_ALPHA = 0.5
 EARLY_SAMPLES = 5

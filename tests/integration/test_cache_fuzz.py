@@ -86,7 +86,8 @@ def documents(draw: st.DrawFn) -> FuzzDocument:
             good[name] = (float(ema.value), int(count.value) if count and count.value else 1,
                           None if last is None else float(last))
     body = f'"metrics": {{{", ".join(metrics)}}}, "counts": {{{", ".join(count_parts)}}}'
-    if stamp_parts or draw(st.booleans()):
+    with_stamps: bool = draw(st.booleans())
+    if stamp_parts or with_stamps:
         body += f', "last_sample_at": {{{", ".join(stamp_parts)}}}'
     if updated is not None:
         body += f', "updated_at": {updated.text}'
@@ -120,11 +121,14 @@ class Backend:
         """What is stored for a tracker document: the file holds it under its key, Redis as the value."""
         return document
 
-    def put(self, raw: bytes) -> Cache: ...
+    def put(self, raw: bytes) -> Cache:
+        raise NotImplementedError
 
-    def kept(self) -> list[bytes]: ...
+    def kept(self) -> list[bytes]:
+        raise NotImplementedError
 
-    def stored(self) -> bytes | None: ...
+    def stored(self) -> bytes | None:
+        raise NotImplementedError
 
 
 class FileBackend(Backend):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from region_latency.cache import CacheError
+from region_latency.cache import CACHE_KEY, CacheError
 from region_latency.cache.redis import RedisCache
-from region_latency.tracker import CACHE_KEY, RegionLatencyTracker
+from region_latency.tracker import RegionLatencyTracker
 from tests.integration.test_exporter_process import DELAYS, exporter_config, wait_for_order
 from tests.support.exporter import ExporterProcess, write_config
 from tests.support.redis_server import RedisServer, redis_binary

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from region_latency.cache import FileCache
-from region_latency.tracker import CACHE_KEY, RegionLatencyTracker
+from region_latency.cache import CACHE_KEY, FileCache
+from region_latency.tracker import RegionLatencyTracker
 
 GOOD = {"us-east-1": 0.05, "eu-west-1": 0.09, "ap-south-1": 0.2, "sa-east-1": 0.15, "us-west-2": 0.07}
 GOOD_COUNTS = {"us-east-1": 7, "eu-west-1": 3, "ap-south-1": 12, "sa-east-1": 1, "us-west-2": 40}

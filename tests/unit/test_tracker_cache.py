@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from region_latency.cache import CacheError, FileCache, MemoryCache, PrefixedCache
-from region_latency.tracker import CACHE_KEY, RegionLatencyTracker
+from region_latency.cache import CACHE_KEY, CacheError, FileCache, MemoryCache, PrefixedCache
+from region_latency.tracker import RegionLatencyTracker
 
 
 class CountingCache(MemoryCache):
