@@ -172,3 +172,19 @@ def test_copies_and_new_files_are_owner_only(tmp_path: Path) -> None:
     assert_next_save_works(tracker, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [stat.S_IMODE(p.stat().st_mode) for p in corrupt_copies(path)] == [0o600]
+
+
+def test_what_cannot_be_kept_aside_is_never_overwritten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "latencies.json"
+    path.mkdir()  # neither readable as a file, nor linkable, nor copyable
+    (path / "precious").write_text("keep")
+    with caplog.at_level(logging.WARNING):
+        tracker = start(path)
+        for _ in range(20):
+            tracker.update_latency("r", 0.1)
+            tracker.flush()
+    assert tracker.saver is not None and tracker.saver.status.saves_failed_total >= 20
+    assert (path / "precious").read_text() == "keep"
+    assert caplog.text.count("could not save latency metrics") == 1
+    assert "not overwriting it" in caplog.text
+    assert tracker.get_sample_count("r") == 20

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from region_latency.cache import codec
 from region_latency.cache.base import CacheError
-from region_latency.cache.codec import CorruptDataError
+from region_latency.cache.codec import MAX_DOCUMENT_BYTES, CorruptDataError, dumps, loads
 
 KEEP_CORRUPT = 5
 """Copies of unloadable files kept beside the cache (`<name>.corrupt-<epoch>`); older ones are deleted."""
@@ -52,7 +51,7 @@ class FileCache:
             return document.get(key)
 
     def set(self, key: str, value: Any) -> None:
-        payload = codec.dumps(value)  # a value that cannot be written fails here, before anything is touched
+        payload = dumps(value)  # a value that cannot be written fails here, before anything is touched
         with self._lock:
             try:
                 document, flaw = self._load()
@@ -69,15 +68,15 @@ class FileCache:
                 if other == key:
                     continue
                 try:
-                    parts.append(f"{json.dumps(other)}:{codec.dumps(held)}")
+                    parts.append(f"{json.dumps(other)}:{dumps(held)}")
                 except CacheError as exc:  # only in a flawed file, which was just kept aside
                     log.warning("cache file %s: dropped key %r, which cannot be written back (%s)",
                                 self.path, other, exc)
             parts.append(f"{json.dumps(key)}:{payload}")
             text = "{" + ",".join(parts) + "}"
-            if len(text) > codec.MAX_DOCUMENT_BYTES:
+            if len(text) > MAX_DOCUMENT_BYTES:
                 raise CacheError(f"cannot write cache file {self.path}: it would be larger than "
-                                 f"{codec.MAX_DOCUMENT_BYTES} bytes")
+                                 f"{MAX_DOCUMENT_BYTES} bytes")
             self._write(text)
 
     def preserve_aside(self, key: str, reason: str) -> str | None:
@@ -95,16 +94,16 @@ class FileCache:
         try:
             with open(self.path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
-                if size > codec.MAX_DOCUMENT_BYTES:
-                    raise CorruptDataError(f"is larger than {codec.MAX_DOCUMENT_BYTES} bytes ({size} bytes)")
-                raw = handle.read(codec.MAX_DOCUMENT_BYTES + 1)
+                if size > MAX_DOCUMENT_BYTES:
+                    raise CorruptDataError(f"is larger than {MAX_DOCUMENT_BYTES} bytes ({size} bytes)")
+                raw = handle.read(MAX_DOCUMENT_BYTES + 1)
         except FileNotFoundError:
             return {}, None
         except OSError as exc:
             raise CacheError(f"cannot read cache file {self.path}: {exc.strerror or exc}") from None
         if not raw.strip():
             return {}, None
-        decoded = codec.loads(raw)
+        decoded = loads(raw)
         if not isinstance(decoded.value, dict):
             raise CorruptDataError(f"does not hold a JSON object (it holds a {type(decoded.value).__name__})")
         return decoded.value, decoded.flaw

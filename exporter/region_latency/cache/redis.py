@@ -7,9 +7,8 @@ import logging
 import threading
 from typing import Any
 
-from region_latency.cache import codec
 from region_latency.cache.base import CacheError
-from region_latency.cache.codec import CorruptDataError
+from region_latency.cache.codec import CorruptDataError, dumps, loads
 
 KEEP_CORRUPT = 5
 """Values kept in the side list `<key>.corrupt` (newest first); older ones are trimmed."""
@@ -51,7 +50,7 @@ class RedisCache:
             return None
         assert isinstance(raw, bytes)
         try:
-            decoded = codec.loads(raw)
+            decoded = loads(raw)
         except CorruptDataError as exc:
             side = self._keep(name, raw)
             raise CacheError(f"redis key {name} {exc}; kept a copy in the list {side}") from None
@@ -64,7 +63,7 @@ class RedisCache:
         return decoded.value
 
     def set(self, key: str, value: Any) -> None:
-        payload = codec.dumps(value)
+        payload = dumps(value)
         try:
             self._client.set(self.key_prefix + key, payload)
         except self._errors as exc:
