@@ -2,8 +2,8 @@
 
 State and math only: the tracker never probes (the public `region_latency.RegionLatencyTracker` in
 measure.py adds the plan's `measure_latency`), never reads a clock it was not given, and hands
-persistence to a `CacheSaver` of `cache/` that coalesces writes, so fast sample streams do not rewrite
-storage on every sample.
+persistence (reading and validating the cached document at start, coalesced and retried writes) to the
+`CacheSaver` of `cache/` it owns.
 """
 
 from __future__ import annotations
@@ -15,16 +15,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Protocol
 
-from region_latency.cache.base import Cache, CacheError, PreservingCache
-from region_latency.cache.document import (
-    CACHE_KEY,
-    MAX_LATENCY_SECONDS,
-    CachedRegion,
-    decode_document,
-    encode_document,
-)
+from region_latency.cache.base import Cache
+from region_latency.cache.document import CACHE_KEY, MAX_LATENCY_SECONDS, CachedRegion
 from region_latency.cache.saver import DEFAULT_SAVE_INTERVAL, CacheSaver
 
 __all__ = [
@@ -162,12 +156,11 @@ class LatencyTracker:
         self.logger = logger or logging.getLogger(__name__)
         self.alpha = alpha
         self._clock = clock
-        self._cache_read = False  # the cache was read (or written) at least once
         self.saver: CacheSaver | None = None
         if cache is not None:
-            self.saver = CacheSaver(cache, CACHE_KEY, self._cache_document, interval=save_interval,
-                                    logger=self.logger, clock=clock)
-            self._load_cached_latencies(late=False)
+            self.saver = CacheSaver(cache, self._measured_regions, interval=save_interval, logger=self.logger,
+                                    clock=clock)
+            self._adopt(self.saver.load(), late=False)
 
     # -- the plan's API -------------------------------------------------------------------------
 
@@ -258,66 +251,25 @@ class LatencyTracker:
 
     # -- cache ----------------------------------------------------------------------------------
 
-    def _load_cached_latencies(self, *, late: bool) -> None:
-        """Read the cache; never raises. `late`: a retry before the first save, merging what is not in memory."""
-        assert self.cache is not None
-        try:
-            cached = self.cache.get(CACHE_KEY)
-        except Exception as exc:  # a broken cache must never break the tracker
-            if late:
-                self.logger.debug("the latency cache is still unreadable, saving over it: %s", exc)
-            else:
-                self.logger.warning("could not read the latency cache, starting empty: %s", exc)
-            return
-        self._cache_read = True
-        try:
-            self._adopt(cached, late=late)
-        except Exception as exc:  # decode_document never raises; this keeps it so for any future bug
-            self.logger.warning("ignoring invalid latency cache data, starting empty: %s", exc)
-
-    def _adopt(self, cached: object, *, late: bool) -> None:
-        if cached is None or (not cached and isinstance(cached, dict | str | list)):
-            return
-        decoded = decode_document(cached)
-        if decoded.problems:
-            for problem in decoded.problems:
-                self.logger.warning("ignoring invalid latency cache data: %s", problem)
-            if decoded.dropped:
-                self.logger.warning("ignoring invalid latency cache data: %d more problem(s)", decoded.dropped)
-            self._preserve(decoded.summary())
+    def _adopt(self, regions: Mapping[str, CachedRegion], *, late: bool) -> None:
+        """Take the regions the cache held; `late` (a cache read only before the first save) keeps newer state."""
         with self._lock:
-            for region, cached_region in decoded.regions.items():
+            for region, cached in regions.items():
                 if late and region in self._regions:
                     continue  # what was measured since the start is newer
-                self._regions[region] = _RegionState(ema=cached_region.ema, samples=cached_region.samples,
-                                                     last_sample_at=cached_region.last_sample_at)
-        if late and decoded.regions:
-            self.logger.info("read the latency cache late: %d region(s)", len(decoded.regions))
-        else:
-            self.logger.debug("loaded latency metrics for %d regions from cache", len(decoded.regions))
+                self._regions[region] = _RegionState(ema=cached.ema, samples=cached.samples,
+                                                     last_sample_at=cached.last_sample_at)
 
-    def _preserve(self, reason: str) -> None:
-        """Keep the document as loaded before a save replaces the parts that were dropped."""
-        if not isinstance(self.cache, PreservingCache):
-            self.logger.warning("the latency cache cannot keep a copy; the dropped data is lost at the next save")
-            return
-        try:
-            self.cache.preserve_aside(CACHE_KEY, reason)
-        except CacheError as exc:
-            self.logger.warning("could not keep a copy of the latency cache: %s", exc)
-
-    def _cache_document(self) -> dict[str, Any]:
-        """The document to save (called by the saver); reads a cache unreadable at start before overwriting it."""
-        if not self._cache_read and self.saver is not None and self.saver.status.saves_total == 0:
-            self._load_cached_latencies(late=True)
+    def _measured_regions(self) -> dict[str, CachedRegion]:
+        """What the saver writes; a cache unreadable at start is read (and merged) before it is overwritten."""
+        if self.saver is not None and self.saver.needs_read:
+            self._adopt(self.saver.load(), late=True)
         with self._lock:
-            measured = {
+            return {
                 r: CachedRegion(ema=s.ema, samples=s.samples, last_sample_at=s.last_sample_at)
                 for r, s in self._regions.items()
                 if s.ema is not None
             }
-            updated_at = self._clock()
-        return encode_document(measured, updated_at)
 
 
 RegionLatencyTracker = LatencyTracker

@@ -71,7 +71,7 @@ def test_failing_saves_keep_the_state_log_once_and_count(caplog: pytest.LogCaptu
 
 def test_a_new_reason_is_logged_again(caplog: pytest.LogCaptureFixture) -> None:
     cache = FlakyCache()
-    saver = CacheSaver(cache, "k", lambda: {"x": 1}, interval=0, backoff_initial=3600)
+    saver = CacheSaver(cache, dict, key="k", interval=0, backoff_initial=3600)
     with caplog.at_level(logging.WARNING):
         saver.mark_dirty()
         saver.flush()
@@ -86,8 +86,8 @@ def test_a_new_reason_is_logged_again(caplog: pytest.LogCaptureFixture) -> None:
 def test_back_off_spaces_the_attempts() -> None:
     cache = FlakyCache()
     clock = FakeMonotonic()
-    saver = CacheSaver(cache, "k", lambda: {"x": 1}, interval=0, monotonic=clock, backoff_initial=3600,
-                       backoff_max=4 * 3600)
+    saver = CacheSaver(cache, dict, key="k", interval=0, monotonic=clock, clock=lambda: 5.0,
+                       backoff_initial=3600, backoff_max=4 * 3600)
     saver.mark_dirty()
     assert cache.attempts == 1
     for _ in range(100):  # samples keep coming while the cache is down: no new attempt before the back-off
@@ -102,7 +102,8 @@ def test_back_off_spaces_the_attempts() -> None:
     clock.now += 3600
     cache.down = False
     saver.mark_dirty()
-    assert cache.attempts == 3 and cache.get("k") == {"x": 1}
+    assert cache.attempts == 3
+    assert cache.get("k") == {"metrics": {}, "counts": {}, "updated_at": 5.0, "last_sample_at": {}}
     assert saver.status.last_save_ok is True and not saver.pending
     clock.now += 1
     saver.mark_dirty()  # working again: synchronous saves, no back-off
@@ -156,4 +157,4 @@ def test_close_stops_the_exit_hook_and_later_samples_still_save() -> None:
 @pytest.mark.parametrize("interval", [-1, float("nan"), float("inf")])
 def test_bad_intervals_are_refused(interval: float) -> None:
     with pytest.raises(ValueError, match="save_interval"):
-        CacheSaver(MemoryCache(), "k", dict, interval=interval)
+        CacheSaver(MemoryCache(), dict, interval=interval)

@@ -1,10 +1,12 @@
-"""The coalescing saver: writes a tracker's document to its cache, at most once per interval, retrying failures.
+"""The tracker's persistence: reads its document once, then writes it coalesced and retried.
 
-A fast sample stream marks the document dirty thousands of times a second; the saver turns that into one
-write now and one trailing write per `interval`. A write that fails keeps the document dirty (the state
-is in memory, nothing is lost) and is retried on a timer with exponential back-off, logged once when
-saving starts failing (or fails for another reason) and once when it works again, and counted in
-`status`. Pending state is also written at interpreter exit.
+`load()` reads and validates the document (document.py), logs each region it had to drop, and asks the
+cache to keep the original aside before a save can overwrite it; it never raises. A fast sample stream
+marks the state dirty thousands of times a second; the saver turns that into one write now and one
+trailing write per `interval`. A write that fails keeps the state dirty (it is in memory, nothing is lost)
+and is retried on a timer with exponential back-off, logged once when saving starts failing (or fails for
+another reason) and once when it works again, and counted in `status`. Pending state is also written at
+interpreter exit.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
-from region_latency.cache.base import Cache
+from region_latency.cache.base import Cache, CacheError, PreservingCache
+from region_latency.cache.document import CACHE_KEY, CachedRegion, decode_document, encode_document
 
 DEFAULT_SAVE_INTERVAL = 5.0
 MAX_BACKOFF = 300.0
@@ -44,18 +46,19 @@ class SaveStatus:
 
 
 class CacheSaver:
-    """Writes `document()` under `key` in `cache` when marked dirty: coalesced, retried, flushed at exit.
+    """Loads the regions under `key` in `cache`, and writes `regions()` there when marked dirty.
 
-    `document` is called with no lock of the saver's held except the one serialising writes, so it may
-    take its owner's lock. `interval` 0 writes synchronously on every `mark_dirty` while saving works.
+    Writes are coalesced, retried and flushed at exit. `regions` is called with no lock of the saver's held
+    except the one serialising writes, so it may take its owner's lock. `interval` 0 writes synchronously on
+    every `mark_dirty` while saving works. `clock` stamps `updated_at` and `status.last_success_time`.
     """
 
     def __init__(
         self,
         cache: Cache,
-        key: str,
-        document: Callable[[], Any],
+        regions: Callable[[], Mapping[str, CachedRegion]],
         *,
+        key: str = CACHE_KEY,
         interval: float = DEFAULT_SAVE_INTERVAL,
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
@@ -67,7 +70,8 @@ class CacheSaver:
             raise ValueError(f"save_interval must be a finite number >= 0, got {interval!r}")
         self.cache = cache
         self.key = key
-        self._document = document
+        self._regions = regions
+        self._read_ok = False  # the cache answered a read at least once
         self.interval = interval
         self.logger = logger or logging.getLogger(__name__)
         self._clock = clock
@@ -82,7 +86,48 @@ class CacheSaver:
         self._retry_at = -math.inf  # no write before this while saving fails
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._loads = 0
         self._exit_hook: Callable[[], None] | None = _flush_at_exit(self)
+
+    def load(self) -> dict[str, CachedRegion]:
+        """The valid regions the cache holds ({} when it holds none or cannot be read). Never raises.
+
+        Each dropped region is logged; when anything was dropped, the cache keeps the original aside first.
+        """
+        retry = self._loads > 0
+        self._loads += 1
+        try:
+            cached = self.cache.get(self.key)
+        except Exception as exc:  # a broken cache must never break the tracker
+            if retry:
+                self.logger.debug("the latency cache is still unreadable, saving over it: %s", exc)
+            else:
+                self.logger.warning("could not read the latency cache, starting empty: %s", exc)
+            return {}
+        self._read_ok = True
+        if cached is None or (not cached and isinstance(cached, dict | str | list)):
+            return {}
+        try:
+            decoded = decode_document(cached)
+        except Exception as exc:  # decode_document never raises; this keeps it so for any future bug
+            self.logger.warning("ignoring invalid latency cache data, starting empty: %s", exc)
+            return {}
+        for problem in decoded.problems:
+            self.logger.warning("ignoring invalid latency cache data: %s", problem)
+        if decoded.dropped:
+            self.logger.warning("ignoring invalid latency cache data: %d more problem(s)", decoded.dropped)
+        if decoded.problems:
+            self._preserve(decoded.summary())
+        if retry and decoded.regions:
+            self.logger.info("read the latency cache late: %d region(s)", len(decoded.regions))
+        else:
+            self.logger.debug("loaded latency metrics for %d regions from cache", len(decoded.regions))
+        return decoded.regions
+
+    @property
+    def needs_read(self) -> bool:
+        """The cache was never read and never written: read it before the first write overwrites it."""
+        return not self._read_ok and self.status.saves_total == 0
 
     def mark_dirty(self) -> None:
         """The document changed: write it now or when the interval (or back-off) allows."""
@@ -114,6 +159,16 @@ class CacheSaver:
         return self._dirty
 
     # -- internals ----------------------------------------------------------------------------------
+
+    def _preserve(self, reason: str) -> None:
+        """Keep the document as loaded before a save replaces the parts that were dropped."""
+        if not isinstance(self.cache, PreservingCache):
+            self.logger.warning("the latency cache cannot keep a copy; the dropped data is lost at the next save")
+            return
+        try:
+            self.cache.preserve_aside(self.key, reason)
+        except CacheError as exc:
+            self.logger.warning("could not keep a copy of the latency cache: %s", exc)
 
     def _kick(self) -> None:
         """Write now when due and writes are synchronous; else make sure a timer waits for the due time."""
@@ -166,7 +221,7 @@ class CacheSaver:
                 self._dirty = False  # changes from now on make it dirty again: none is lost
                 self._last_attempt = self._monotonic()
             try:
-                self.cache.set(self.key, self._document())
+                self.cache.set(self.key, encode_document(self._regions(), self._clock()))
             except Exception as exc:  # whatever a cache raises, the state stays in memory
                 with self._lock:
                     self._dirty = True
