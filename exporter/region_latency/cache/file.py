@@ -128,6 +128,13 @@ class FileCache:
         identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if identity == self._kept and self._kept_as is not None and self._kept_as.exists():
             return self._kept_as
+        copies = self._copies()
+        if copies:  # an earlier process (a restart) may have kept this very file: it is a link to it
+            newest = self.path.with_name(copies[-1][2])
+            with contextlib.suppress(OSError):
+                if os.path.samefile(newest, self.path):
+                    self._kept, self._kept_as = identity, newest
+                    return newest
         try:
             aside = self._link_or_copy()
         except OSError as exc:
