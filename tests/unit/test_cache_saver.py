@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,3 +163,23 @@ def test_close_stops_the_exit_hook_and_later_samples_still_save() -> None:
 def test_bad_intervals_are_refused(interval: float) -> None:
     with pytest.raises(ValueError, match="save_interval"):
         CacheSaver(MemoryCache(), dict, interval=interval)
+
+
+def test_pending_samples_are_written_at_interpreter_exit(tmp_path: Path) -> None:
+    path = tmp_path / "latencies.json"
+    child = textwrap.dedent(
+        """
+        import sys
+        from region_latency.cache import FileCache
+        from region_latency.tracker import RegionLatencyTracker
+
+        tracker = RegionLatencyTracker(cache=FileCache(sys.argv[1]), save_interval=3600)
+        tracker.update_latency("r", 0.1)  # the first write happens at once, on the saver's thread
+        tracker.saver.flush()
+        tracker.update_latency("r", 0.3)  # this one waits for the interval: only the exit hook writes it
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert json.loads(path.read_text())[CACHE_KEY]["counts"] == {"r": 2}

@@ -105,9 +105,9 @@ class CacheSaver:
                 self.logger.warning("could not read the latency cache, starting empty: %s", exc)
             return {}
         self._read_ok = True
-        if cached is None or (not cached and isinstance(cached, dict | str | list)):
-            return {}
         try:
+            if cached is None or (isinstance(cached, dict | str | list) and not cached):
+                return {}
             decoded = decode_document(cached)
         except Exception as exc:  # decode_document never raises; this keeps it so for any future bug
             self.logger.warning("ignoring invalid latency cache data, starting empty: %s", exc)
@@ -265,6 +265,8 @@ def _flush_at_exit(saver: CacheSaver) -> Callable[[], None]:
     def flush() -> None:
         alive = ref()
         if alive is not None:
+            with alive._lock:
+                alive._closed = True  # no retry timers while the interpreter shuts down
             alive.flush()
 
     atexit.register(flush)
