@@ -166,7 +166,7 @@ class RedisBackend(Backend):
         return RedisCache(self.url, key_prefix=self.prefix)
 
     def kept(self) -> list[bytes]:
-        return list(self.client.lrange(self.prefix + CACHE_KEY + ".corrupt", 0, -1))
+        return [v for v in self.client.lrange(self.prefix + CACHE_KEY + ".corrupt", 0, -1) if isinstance(v, bytes)]
 
     def stored(self) -> bytes | None:
         value = self.client.get(self.prefix + CACHE_KEY)
