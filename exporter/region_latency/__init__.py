@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from region_latency.cache import Cache, CacheError, FileCache, MemoryCache, PrefixedCache
 from region_latency.cache.redis import RedisCache
-from region_latency.tracker import RegionLatencyTracker, RegionStats, TrackerSnapshot
+from region_latency.measure import RegionLatencyTracker
+from region_latency.tracker import RegionStats, TrackerSnapshot
 
 if TYPE_CHECKING:
     from region_latency.passive import instrument
