@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from region_latency.durations import format_duration, parse_duration
-from region_latency.export.otlp_config import OtlpConfig, OtlpEnvError, apply_env
+from region_latency.otlp_config import OtlpConfig, OtlpEnvError, apply_env
 from region_latency.probes import PROBE_KINDS, ProbeOptions
 from region_latency.ranking import RankingSettingError, RankingSettings
 from region_latency.regions import DEFAULT_PARTITION, check_region_name

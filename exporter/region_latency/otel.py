@@ -26,7 +26,7 @@ from region_latency.export.families import TARGET_FAMILIES, AnyFamily, Histogram
 from region_latency.export.otel import SCOPE_NAME, SnapshotInstruments
 from region_latency.ranking import PlainRanking, RankingPolicy
 from region_latency.state import TargetInfo, TargetSnapshot
-from region_latency.tracker import RegionLatencyTracker
+from region_latency.tracker import LatencyTracker
 
 # Families read from probe bookkeeping that a tracker alone does not keep (they would show zeros or nothing).
 _PROBE_ONLY = frozenset({
@@ -37,7 +37,7 @@ TRACKER_FAMILIES: tuple[AnyFamily[TargetSnapshot], ...] = tuple(
     family for family in TARGET_FAMILIES if family.name not in _PROBE_ONLY and not isinstance(family, HistogramFamily))
 
 
-def tracker_snapshots(tracker: RegionLatencyTracker, info: TargetInfo, *, regions: Sequence[str] | None = None,
+def tracker_snapshots(tracker: LatencyTracker, info: TargetInfo, *, regions: Sequence[str] | None = None,
                       policy: RankingPolicy | None = None,
                       clock: Callable[[], float] = time.time) -> Callable[[], list[TargetSnapshot]]:
     """A function giving the tracker's state as a one-element list of `TargetSnapshot` (what the instruments
@@ -55,7 +55,7 @@ def tracker_snapshots(tracker: RegionLatencyTracker, info: TargetInfo, *, region
     return snapshots
 
 
-def instrument_tracker(tracker: RegionLatencyTracker, meter_provider: MeterProvider, *, target: str = "app",
+def instrument_tracker(tracker: LatencyTracker, meter_provider: MeterProvider, *, target: str = "app",
                        service: str = "unknown", probe: str = "passive", regions: Sequence[str] | None = None,
                        policy: RankingPolicy | None = None) -> SnapshotInstruments:
     """Register the tracker's instruments on `meter_provider` (its `region_latency` meter); returns them, with

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from region_latency.cli import cli
 from region_latency.config import Config, ConfigError, load_config
 from region_latency.export.otel import OtlpExporter
-from region_latency.export.otlp_config import OtlpConfig
+from region_latency.otlp_config import OtlpConfig
 from region_latency.probes.base import ProbeResult
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
 from region_latency.tracker import RegionLatencyTracker

@@ -13,8 +13,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from region_latency.export.families import TARGET_FAMILIES, AnyFamily, Kind
 from region_latency.export.otel import ATTRIBUTE_KEYS, OtlpExporter, attribute_key, instrument_name
-from region_latency.export.otlp_config import OtlpConfig
 from region_latency.otel import TRACKER_FAMILIES, instrument_tracker
+from region_latency.otlp_config import OtlpConfig
 from region_latency.tracker import RegionLatencyTracker
 
 

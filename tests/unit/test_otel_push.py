@@ -20,9 +20,9 @@ from region_latency import __version__
 from region_latency.app import ConfigSource, Exporter
 from region_latency.export.families import TARGET_FAMILIES, HistogramFamily
 from region_latency.export.otel import SCOPE_NAME, OtlpExporter, OtlpStatusCollector, instrument_name
-from region_latency.export.otlp_config import OtlpConfig
 from region_latency.export.prometheus import build_registry
 from region_latency.export.text import render_targets
+from region_latency.otlp_config import OtlpConfig
 from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
 from region_latency.tracker import RegionLatencyTracker

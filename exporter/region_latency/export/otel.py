@@ -45,7 +45,7 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.export.families import (
     NAMESPACE,
     TARGET_FAMILIES,
@@ -55,7 +55,7 @@ from region_latency.export.families import (
     Kind,
     target_identity,
 )
-from region_latency.export.otlp_config import GRPC_MODULE, OtlpConfig
+from region_latency.otlp_config import GRPC_MODULE, OtlpConfig
 from region_latency.probes.base import ProbeResult
 from region_latency.state import TargetInfo, TargetSnapshot
 
@@ -296,7 +296,7 @@ def otlp_metric_exporter(config: OtlpConfig) -> MetricExporter:
 
 def resource(config: OtlpConfig) -> Resource:
     """The configured resource, built without the SDK's environment detectors: the OTEL_* variables were read
-    with the configuration (region_latency.export.otlp_config), from the environment it was given."""
+    with the configuration (region_latency.otlp_config), from the environment it was given."""
     return Resource({"telemetry.sdk.language": "python", "telemetry.sdk.name": "opentelemetry",
                      "telemetry.sdk.version": sdk_version, **config.resource(__version__)})
 
