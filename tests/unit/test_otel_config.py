@@ -159,18 +159,6 @@ def test_otel_exporter_otlp_protocol() -> None:
         otlp({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "udp"})
 
 
-def test_grpc_without_the_extra_is_a_clear_error() -> None:
-    try:
-        import grpc  # noqa: F401
-        pytest.skip("the grpc extra is installed")
-    except ImportError:
-        pass
-    with pytest.raises(ConfigError) as caught:
-        otlp({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
-    assert str(caught.value).endswith("protocol grpc needs the grpc extra: "
-                                      "pip install 'region-latency-exporter[grpc]'")
-
-
 def test_otel_resource_attributes_and_service_name(receiver: OtlpReceiver) -> None:
     config = otlp({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
                    "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,k8s.pod.name=exporter%2D0,"

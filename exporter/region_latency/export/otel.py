@@ -284,7 +284,7 @@ def otlp_metric_exporter(config: OtlpConfig) -> MetricExporter:
         grpc = importlib.import_module("grpc")
         exporter: MetricExporter = importlib.import_module(GRPC_MODULE).OTLPMetricExporter(
             endpoint=config.url, headers=config.header_values(), timeout=config.timeout,
-            compression=grpc.Compression.Gzip if config.compression == "gzip" else None)
+            compression=grpc.Compression.Gzip if config.compression == "gzip" else grpc.Compression.NoCompression)
         return exporter
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
