@@ -107,3 +107,25 @@ def test_the_mapping_table_in_the_docs_is_the_derived_one() -> None:
     assert rows == {family.name: (instrument_name(family), family.unit) for family in TARGET_FAMILIES}
     for label, key in ATTRIBUTE_KEYS.items():
         assert f"| `{label}` | `{key}` |" in section
+
+
+def test_one_collection_reads_one_generation() -> None:
+    """Every instrument of one collection shows the same snapshots, even when state changes between callbacks:
+    here each call of snapshots() records one more sample first, so per-instrument snapshots would disagree."""
+    from region_latency.export.otel import attach
+    from region_latency.probes.base import ProbeResult
+    from region_latency.state import TargetInfo, TargetSnapshot, TargetState
+
+    state = TargetState(TargetInfo("t", "bedrock-runtime", "https"), ["eu-west-1"], RegionLatencyTracker())
+
+    def snapshots() -> list[TargetSnapshot]:
+        state.record("eu-west-1", ProbeResult(latency=0.01, phases={"ttfb": 0.01}))
+        return [state.snapshot()]
+
+    reader = InMemoryMetricReader()
+    attach(MeterProvider(metric_readers=[reader]), snapshots)
+    for collection in (1, 2):
+        got = points(reader)
+        (samples,) = got["region_latency.samples"].values()
+        (probes,) = got["region_latency.probes"].values()
+        assert samples == probes == collection
