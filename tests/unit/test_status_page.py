@@ -152,7 +152,8 @@ def test_recent_probes_put_failed_and_slowest_first_in_words() -> None:
     assert len(failed) == 2 and "FAILED (timeout)" in failed[1][3] and "during TLS handshake" in failed[1][5]
     latencies = [float(row[4].split()[0]) for row in slowest[1:]]
     assert latencies == sorted(latencies, reverse=True) and latencies[0] == pytest.approx(39.0)
-    assert all("slow" in row[3] for row in slowest[1:])
+    assert ["slow" in row[3] for row in slowest[1:]] == [True] * 2 + [False] * 8  # the slowest tenth, in words
+    assert ["slow" in row[3] for row in latest[1:4]] == [True, True, False]
     assert [row[0].split()[0] for row in latest[1:3]] == ["00:17:09", "00:17:08"]  # newest first (1029, 1028)
     assert sum("FAILED" in row[3] for row in latest[1:]) == 1
 

@@ -38,12 +38,14 @@ _STATE_MARKS = {  # a mark beside the word: the word carries the meaning, the co
 }
 
 _STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1em;line-height:1.35;color:#1f2328;overflow-wrap:anywhere}"
-    "h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.25em;margin-top:1.4em}h3{font-size:1.05em}"
+    "body{font-family:system-ui,sans-serif;margin:1em;line-height:1.35;color:#1f2328}"
+    "h1,h2,p{overflow-wrap:anywhere}h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.25em;margin-top:1.4em}"
+    "caption.h3{font-size:1.05em;margin-top:.8em}"
     ".meta{color:#424a53}.scroll{overflow-x:auto;max-width:100%}"
     "table{border-collapse:collapse;margin:.4em 0}caption{text-align:left;font-weight:600;padding:.2em 0}"
     "td,th{padding:.25em .6em;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:middle}"
     "thead th{background:#f6f8fa;white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    "td.num,td.when,td.state{white-space:nowrap}td.error{min-width:14em;overflow-wrap:anywhere}"
     ".healthy{color:#1a7f37}.failing{color:#cf222e;font-weight:600}.stale{color:#9a6700}.unmeasured{color:#6e7781}"
     "tr.failed{background:#ffebe9}tr.slow{background:#fff8c5}.note{color:#57606a;font-size:.9em}"
     ".mark{font-weight:600}svg.chart{display:block}"
@@ -134,9 +136,9 @@ def _ranking_row(snap: TargetSnapshot, entry: RankedRegion, recent: RecentProbes
         f"<th scope='row'>{_e(region)} <a class='note' href='{debug}' "
         f"aria-label='probe {_e(region)} now (debug view)'>probe&nbsp;now</a></th>",
         f"<td class='num'>{_ms(entry.ema)}</td><td class='num'>{entry.samples}</td>",
-        f"<td class='{entry.state.value}'><span aria-hidden='true'>{_STATE_MARKS[entry.state]}</span> "
+        f"<td class='state {entry.state.value}'><span aria-hidden='true'>{_STATE_MARKS[entry.state]}</span> "
         f"{entry.state.value}</td>",
-        f"<td>{age}</td><td>{error}</td>",
+        f"<td class='when'>{age}</td><td class='error'>{error}</td>",
     ]
     if recent is not None:
         cells.append(f"<td>{latency_chart(recent.series(snap.info.name, region), f'{snap.info.name} {region}')}</td>")
@@ -151,13 +153,14 @@ def _recent_section(listing: Sequence[RecentProbe], now: float) -> list[str]:
     parts = [f"<section><h2 id='recent'>Recent probes</h2><p class='note'>The last {len(listing)} probe "
              "results of every target, kept in memory (lost at restart).</p>"]
     failed = [p for p in listing if not p.ok][:FAILED_SHOWN]
-    slowest = sorted((p for p in listing if p.ok), key=lambda p: p.latency or 0.0, reverse=True)[:SLOWEST_SHOWN]
-    slow_ids = {id(p) for p in slowest}
+    answered = sorted((p for p in listing if p.ok), key=lambda p: p.latency or 0.0, reverse=True)
+    slowest = answered[:SLOWEST_SHOWN]
+    slow_ids = {id(p) for p in answered[:max(1, len(answered) // 10)]}  # the slowest tenth: marked "slow"
     if failed:
-        parts.extend(_probe_table(f"Failed ({len(failed)} newest first)", failed, now, slow_ids))
+        parts.extend(_probe_table(f"Failed: {len(failed)}, newest first", failed, now, slow_ids))
     else:
-        parts.append("<h3>Failed</h3><p>No failed probe among them.</p>")
-    parts.extend(_probe_table(f"Slowest {len(slowest)}", slowest, now, slow_ids))
+        parts.append("<p><strong>Failed: none</strong> among them.</p>")
+    parts.extend(_probe_table(f"Slowest {len(slowest)}, slowest first", slowest, now, slow_ids))
     parts.extend(_probe_table(f"Latest {min(LATEST_SHOWN, len(listing))}, newest first", listing[:LATEST_SHOWN],
                               now, slow_ids))
     parts.append("</section>")
@@ -167,8 +170,8 @@ def _recent_section(listing: Sequence[RecentProbe], now: float) -> list[str]:
 def _probe_table(title: str, probes: Iterable[RecentProbe], now: float, slow_ids: set[int]) -> list[str]:
     head = ["Time (UTC)", "Target", "Region", "Outcome", "Latency", "Error", *PHASES]
     parts = [
-        f"<h3>{_e(title)}</h3><div class='scroll'><table class='probes'>",
-        f"<caption class='note'>{_e(title)}: phase timings in milliseconds</caption>",
+        "<div class='scroll'><table class='probes'>",
+        f"<caption class='h3'>{_e(title)} <span class='note'>(phase timings in milliseconds)</span></caption>",
         "<thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in head) + "</tr></thead><tbody>",
     ]
     rows = 0
@@ -185,9 +188,10 @@ def _probe_table(title: str, probes: Iterable[RecentProbe], now: float, slow_ids
         error = "" if probe.ok else _e(probe.detail)
         phases = "".join(f"<td class='num'>{_ms(probe.phases.get(name), unit=False)}</td>" for name in PHASES)
         parts.append(
-            f"<tr class='{row_class}'><td>{_clock(probe.at)} <span class='note'>({_age(now - probe.at)})</span></td>"
+            f"<tr class='{row_class}'><td class='when'>{_clock(probe.at)} "
+            f"<span class='note'>({_age(now - probe.at)})</span></td>"
             f"<td>{_e(probe.target)}</td><th scope='row'>{_e(probe.region)}</th><td>{outcome}</td>"
-            f"<td class='num'>{_ms(probe.latency)}</td><td>{error}</td>{phases}</tr>")
+            f"<td class='num'>{_ms(probe.latency)}</td><td class='error'>{error}</td>{phases}</tr>")
     if not rows:
         parts.append(f"<tr><td colspan='{len(head)}'>none yet</td></tr>")
     parts.append("</tbody></table></div>")
