@@ -9,8 +9,9 @@ Two shapes, because the page asks two questions:
 - the newest `listing` results of all targets with everything the probe reported (phases, error kind, detail,
   status), for the page's "recent probes" table.
 
-Memory with the defaults (60 samples, 2,000 series, 500 listed results): at most 2,000 x 60 x 24 B = 2.9 MB of
-series plus ~0.5 KB x 500 = 0.25 MB of listing; for 35 regions x 2 targets, 100 KB of series.
+Memory with the defaults (60 samples, 2,000 series, 500 listed results), measured with tracemalloc: ~2 KB per
+series (1.4 KB of arrays, the rest its key and ring object), so at most ~4 MB of series, plus ~0.45 KB per listed
+result, ~0.22 MB; for 35 regions x 2 targets, ~0.3 MB in all (docs/STATUS_PAGE.md).
 Nothing here is persisted: after a restart the charts start empty (the EMA itself comes back from the cache).
 """
 

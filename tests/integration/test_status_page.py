@@ -95,7 +95,7 @@ def test_the_page_renders_the_ranking_in_the_published_order(exporter: Running, 
     process = exporter.process
     wait_for_order(process)
     process.wait_for(lambda: "refused" in process.get("/").text, 20, "the refused region's error on the page")
-    browser.set_width(1200)
+    browser.set_width(1400)
     for _ in range(5):  # the order may move between the two reads; it settles once every region has samples
         before = published_order(process)
         assert browser.open(process.base + "/") == 200

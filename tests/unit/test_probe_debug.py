@@ -159,7 +159,8 @@ def test_the_route_takes_get_only_and_is_absent_without_a_debugger(setup: dict[s
         return Request(method=method, path="/probe", query=query, headers={})
 
     with_debug = app(debugger(setup["config"]))
-    assert with_debug.respond_now(request("HEAD", "target=web&region=eu-west-1&debug=true")).status == 405
+    refused = with_debug.respond_now(request("HEAD", "target=web&region=eu-west-1&debug=true"))
+    assert refused is not None and refused.status == 405
     assert with_debug.respond_now(request("GET", "")) is None  # answered on a worker thread
     assert with_debug.respond(request("GET", "target=web&region=eu-west-1&debug=true")).status == 200
     assert app(None).respond(request("GET", "target=web&region=eu-west-1&debug=true")).status == 404

@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from region_latency import __version__
 from region_latency.export.status_page import LastReload, render_index
 from region_latency.export.svg import latency_chart, reduce_points
 from region_latency.probes.base import ErrorKind, ProbeResult
@@ -159,12 +160,15 @@ def test_recent_probes_put_failed_and_slowest_first_in_words() -> None:
 
 
 def test_meta_refresh_version_and_reload_result_are_shown() -> None:
-    body = render_index([], ready=False, last_reload=LastReload(ok=False, at=990.0, error="bad <yaml>"), now=1000.0)
+    body = render_index([], ready=False, last_reload=LastReload(False, 700.0, reloads=3), now=1000.0)
     text = body.decode()
     assert re.search(r"<meta http-equiv='refresh' content='10'>", text)
-    assert "not ready yet" in text and "last reload FAILED (10 s ago): bad &lt;yaml&gt;" in text
-    assert "config: last reload succeeded (0 s ago)" in render_index(
-        [], ready=True, last_reload=LastReload(ok=True, at=1000.0), now=1000.0).decode()
+    assert f"version {__version__} &middot; not ready yet" in text
+    assert "config: last reload FAILED</strong> (still running the configuration loaded 5 min ago" in text
+    assert "3 reloads since start" in text
+    assert "config: last (re)load succeeded, 0 s ago; 1 reload since start" in render_index(
+        [], ready=True, last_reload=LastReload(True, 1000.0, reloads=1), now=1000.0).decode()
+    assert "config reload status: not reported" in render_index([], ready=True).decode()
     assert "http-equiv" not in render_index([], ready=True, refresh=0).decode()
 
 

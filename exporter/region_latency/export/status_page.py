@@ -16,6 +16,7 @@ import html
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlencode
 
 from region_latency import __version__
@@ -45,7 +46,8 @@ _STYLE = (
     "table{border-collapse:collapse;margin:.4em 0}caption{text-align:left;font-weight:600;padding:.2em 0}"
     "td,th{padding:.25em .6em;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:middle}"
     "thead th{background:#f6f8fa;white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}"
-    "td.num,td.when,td.state{white-space:nowrap}td.error{min-width:14em;overflow-wrap:anywhere}"
+    "td.num,td.when,td.state,td.name,td.outcome,tbody th{white-space:nowrap}"
+    "td.error{min-width:12em;overflow-wrap:anywhere}"
     ".healthy{color:#1a7f37}.failing{color:#cf222e;font-weight:600}.stale{color:#9a6700}.unmeasured{color:#6e7781}"
     "tr.failed{background:#ffebe9}tr.slow{background:#fff8c5}.note{color:#57606a;font-size:.9em}"
     ".mark{font-weight:600}svg.chart{display:block}"
@@ -53,17 +55,30 @@ _STYLE = (
 )
 
 
+class ReloadState(Protocol):
+    """The configuration's reload state as the exporter reports it (the shape of lifecycle's ReloadStatus)."""
+
+    @property
+    def last_successful(self) -> bool: ...  # the latest (re)load succeeded
+
+    @property
+    def last_success_at(self) -> float: ...  # Unix time of the latest successful (re)load; the start counts
+
+    @property
+    def reloads(self) -> int: ...  # reloads run since the start
+
+
 @dataclass(frozen=True, slots=True)
 class LastReload:
-    """The outcome of the configuration's last reload, as the page reports it."""
+    """A ReloadState of our own (tests, and wiring that has only these three facts)."""
 
-    ok: bool
-    at: float | None = None
-    error: str | None = None
+    last_successful: bool
+    last_success_at: float
+    reloads: int = 0
 
 
 def render_index(snapshots: Sequence[TargetSnapshot], ready: bool, *, recent: RecentProbes | None = None,
-                 last_reload: LastReload | None = None, now: float | None = None,
+                 last_reload: ReloadState | None = None, now: float | None = None,
                  refresh: int = REFRESH_SECONDS) -> bytes:
     """The whole page, as UTF-8. `recent` feeds the charts and the recent-probes tables (none: left out)."""
     now = time.time() if now is None else now
@@ -190,7 +205,8 @@ def _probe_table(title: str, probes: Iterable[RecentProbe], now: float, slow_ids
         parts.append(
             f"<tr class='{row_class}'><td class='when'>{_clock(probe.at)} "
             f"<span class='note'>({_age(now - probe.at)})</span></td>"
-            f"<td>{_e(probe.target)}</td><th scope='row'>{_e(probe.region)}</th><td>{outcome}</td>"
+            f"<td class='name'>{_e(probe.target)}</td><th scope='row'>{_e(probe.region)}</th>"
+            f"<td class='outcome'>{outcome}</td>"
             f"<td class='num'>{_ms(probe.latency)}</td><td class='error'>{error}</td>{phases}</tr>")
     if not rows:
         parts.append(f"<tr><td colspan='{len(head)}'>none yet</td></tr>")
@@ -201,14 +217,15 @@ def _probe_table(title: str, probes: Iterable[RecentProbe], now: float, slow_ids
 # -- formatting ---------------------------------------------------------------------------------------
 
 
-def _reload_text(last_reload: LastReload | None, now: float) -> str:
+def _reload_text(last_reload: ReloadState | None, now: float) -> str:
     if last_reload is None:
-        return "config: no reload since start"
-    when = "" if last_reload.at is None else f" ({_age(now - last_reload.at)})"
-    if last_reload.ok:
-        return f"config: last reload succeeded{when}"
-    return (f"<strong class='failing'>config: last reload FAILED{when}: {_e(last_reload.error or '')}</strong> "
-            "(the previous configuration is still running)")
+        return "config reload status: not reported"
+    loaded = _age(now - last_reload.last_success_at)
+    count = f"{last_reload.reloads} reload{'' if last_reload.reloads == 1 else 's'} since start"
+    if last_reload.last_successful:
+        return f"config: last (re)load succeeded, {loaded}; {count}"
+    return (f"<strong class='failing'>config: last reload FAILED</strong> (still running the configuration loaded "
+            f"{loaded}; the log says why); {count}")
 
 
 def _e(text: str) -> str:
