@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 from region_latency.cache import Cache, FileCache, PrefixedCache
 from region_latency.config import Config, ConfigError, parse_listen
+from region_latency.export.probe_debug import ProbeDebugger
 from region_latency.export.prometheus import build_registry
 from region_latency.export.web import ExporterApp, WebHooks, WebServer
 from region_latency.probes import get_probe
 from region_latency.probes.base import ProbeResult, Target
 from region_latency.ranking import RankingSettings, policy_for
+from region_latency.recent import RecentProbes
 from region_latency.resolve import load_config_isolated
 from region_latency.scheduler import Job, Scheduler
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
@@ -91,6 +93,7 @@ class Exporter:
         self._policy_keys: dict[str, tuple[RankingSettings, float]] = {}
         self._cache_loaded = False
         self._reload_lock = threading.Lock()
+        self.recent = RecentProbes()  # the status page's charts and recent probes (bounded, in memory)
         self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate,
                                    thread_initializer=probe_thread_setup)
         self.otlp: OtlpExporter | None = None
@@ -101,7 +104,8 @@ class Exporter:
 
             self.otlp = OtlpExporter(self.config.otlp, self.snapshots)
             self.registry.runtime.register(OtlpStatusCollector(self.otlp))
-        hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.reload)
+        hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.reload, recent=self.recent,
+                         debug_probe=ProbeDebugger(lambda: self.resolved, thread_setup=probe_thread_setup))
         host, port = parse_listen(self.config.listen)
         self.web = WebServer(ExporterApp(self.registry, hooks), host, port)
 
@@ -197,7 +201,7 @@ class Exporter:
                     probe=probe,
                     interval=config.interval,
                     timeout=config.timeout,
-                    on_result=_recorder(state, region, self._on_result),
+                    on_result=_recorder(state, region, self.recent, self._on_result),
                 ))
         for name in set(self.states) - {t.name for t in resolved.targets}:
             self.states.pop(name).tracker.close()
@@ -217,12 +221,14 @@ class Exporter:
             state.reevaluate(now)
 
 
-def _recorder(state: TargetState, region: str,
+def _recorder(state: TargetState, region: str, recent: RecentProbes,
               listener: Callable[[TargetInfo, str, ProbeResult], None] | None = None,
               ) -> Callable[[Target, ProbeResult], None]:
-    """The job callback that records one region's results into its target state, then tells `listener`."""
+    """The job callback that records one region's results into its target state (and the status page's ring),
+    then tells `listener` (the OTLP push's histogram)."""
     def record(_target: Target, result: ProbeResult) -> None:
         state.record(region, result)
+        recent.add(state.info.name, region, time.time(), result, state.tracker.get_latency(region))
         if listener is not None:
             listener(state.info, region, result)
 
