@@ -356,3 +356,38 @@ def test_stop_is_bounded_with_a_dead_endpoint(targets: Targets) -> None:
     otlp.start()
     otlp.stop(timeout=2)  # the last push fails; stop returns (no hang) and the status stays readable
     assert otlp.status.failing
+
+
+def test_an_exporter_that_raises_is_counted_and_the_push_goes_on(targets: Targets) -> None:
+    """Fault injection: the SDK's exporter raising (a bug, an encoding error) is one failed export, not the end of
+    the reader thread."""
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+    class Broken(MetricExporter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("encoder exploded")
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            pass
+
+    broken = Broken()
+    otlp = OtlpExporter(OtlpConfig(endpoint="http://127.0.0.1:1", interval=3600), targets.snapshots,
+                        exporter=broken)
+    otlp.start()
+    try:
+        assert not otlp.collect_now()
+        assert otlp.status.last_error == "RuntimeError: encoder exploded"
+        assert otlp.collect_now()
+        assert (otlp.status.exports, otlp.status.failures, otlp.status.failing) == (2, 1, False)
+    finally:
+        otlp.stop()

@@ -246,9 +246,9 @@ class _CountingExporter(MetricExporter):
         started = time.monotonic()
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-            reason = self._capture.take()
-            error = None if result is MetricExportResult.SUCCESS else reason
+            error = self._capture.take()
         except Exception as exc:  # an exporter bug must not end the reader thread's loop
+            self._capture.take()
             result, error = MetricExportResult.FAILURE, f"{type(exc).__name__}: {exc}"
         status = self.status
         status.exports += 1
@@ -262,7 +262,7 @@ class _CountingExporter(MetricExporter):
             status.last_success_at = self._clock()
         else:
             status.failures += 1
-            status.last_error = error or "export failed"
+            status.last_error = error or "export failed (no reason given)"
             if not status.failing:
                 log.warning("OTLP export to %s failing: %s; retrying every %gs (counted in "
                             "region_latency_otlp_export_failures_total, logged again when it recovers)",
