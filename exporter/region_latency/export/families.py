@@ -53,6 +53,7 @@ class Scope(Enum):
 
     TARGET = ("target", "service", "probe")
     REGION = ("target", "service", "probe", "region")
+    EXPORTER = ()  # the exporter's own status (reloads, cache saves): no target labels
 
     @property
     def labels(self) -> tuple[str, ...]:
