@@ -6,13 +6,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from region_latency import __version__
 from region_latency.cache import Cache, FileCache, PrefixedCache
 from region_latency.config import Config, ConfigError, parse_listen
+from region_latency.export.exporter_families import ExporterStatus, ExporterStatusCollector
 from region_latency.export.prometheus import build_registry
 from region_latency.export.web import ExporterApp, WebHooks, WebServer
+from region_latency.export.webconfig import WebConfigFile
+from region_latency.lifecycle import Reloader
 from region_latency.probes import get_probe
 from region_latency.probes.base import ProbeResult, Target
 from region_latency.ranking import RankingSettings, policy_for
@@ -55,6 +60,16 @@ class ConfigSource:
         return load_targets(self.path, env=self.env, overrides=self.overrides)
 
 
+@dataclass(frozen=True)
+class WebOptions:
+    """How `serve` serves (flags, not the config file): `--web.telemetry-path`, `--web.enable-lifecycle`,
+    `--web.config.file` (TLS, basic auth; loaded and validated by the caller)."""
+
+    metrics_path: str = "/metrics"
+    lifecycle: bool = True  # the library default; `serve` turns it off unless --web.enable-lifecycle
+    web_config: WebConfigFile | None = None
+
+
 def make_cache(config: Config) -> Cache | None:
     kind = config.cache.type
     if kind == "none":
@@ -70,10 +85,10 @@ class Exporter:
     """Owns the trackers, their states, the scheduler and the web server of one process."""
 
     def __init__(self, source: ConfigSource, config: ResolvedConfig | Config | None = None, *,
-                 probe_thread_setup: Callable[[], None] | None = None) -> None:
+                 probe_thread_setup: Callable[[], None] | None = None, web: WebOptions | None = None) -> None:
         """`config` is what `source.load()` returned (loaded already), or a Config made in code, resolved here;
         None: load it from `source`. `probe_thread_setup` runs in each probe thread before its first probe (the
-        demo enters a netns)."""
+        demo enters a netns). `web`: how to serve (see WebOptions)."""
         self.source = source
         if config is None:
             config = source.load()
@@ -90,15 +105,23 @@ class Exporter:
         self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate,
                                    thread_initializer=probe_thread_setup)
         self._apply(self.resolved)
-        self.registry = build_registry(self.snapshots)
-        hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.reload)
+        self.web_options = web or WebOptions()
+        self.reloader = Reloader(self.reload)
+        self.registry = build_registry(self.snapshots, extra=[ExporterStatusCollector(self.status)])
+        hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.request_reload)
         host, port = parse_listen(self.config.listen)
-        self.web = WebServer(ExporterApp(self.registry, hooks), host, port)
+        app = ExporterApp(self.registry, hooks, metrics_path=self.web_options.metrics_path,
+                          lifecycle=self.web_options.lifecycle)
+        self.web = WebServer(app, host, port, web_config=self.web_options.web_config)
 
     # -- state -----------------------------------------------------------------------------------
 
     def snapshots(self) -> list[TargetSnapshot]:
         return [state.snapshot() for state in list(self.states.values())]
+
+    def status(self) -> ExporterStatus:
+        """The exporter's own state for /metrics (reloads, cache saves)."""
+        return ExporterStatus(reload=self.reloader.status, cache=None)
 
     def ready(self) -> bool:
         """Ready once a full sweep finished, or at once when the cache held a (still fresh) ranking."""
@@ -111,13 +134,32 @@ class Exporter:
     def start(self) -> None:
         self.web.start()
         self.scheduler.start()
+        self._log_start()
+
+    def _log_start(self) -> None:
+        """The line an operator looks for at 3 a.m.: what runs, where it listens, and what it probes."""
         host, port = self.web.address
         shown = f"[{host}]" if ":" in host else host
-        log.info("listening on http://%s:%d/metrics; probing %d target(s), %d region(s)",
-                 shown, port, len(self.states), sum(len(s.regions) for s in self.states.values()))
+        scheme = "https" if self.web.tls else "http"
+        targets = ", ".join(f"{t.name}={t.config.probe}:{len(t.regions)}" for t in self.resolved.targets)
+        log.info("starting region-latency-exporter %s", __version__, extra={
+            "version": __version__,
+            "address": f"{scheme}://{shown}:{port}{self.web_options.metrics_path}",
+            "tls": "on" if self.web.tls else "off",
+            "basic_auth": "on" if self.web.basic_auth else "off",
+            "lifecycle": "on" if self.web_options.lifecycle else "off",
+            "targets": targets,
+            "regions": sum(len(s.regions) for s in self.states.values()),
+            "cache": self.config.cache.type,
+        })
+
+    def request_reload(self) -> Future[str | None]:
+        """A reload on the reload thread (serialized, at most one a second; see region_latency.lifecycle)."""
+        return self.reloader.request()
 
     def stop(self) -> None:
         """Stop scheduling, let in-flight probes finish (bounded by their timeout), save caches."""
+        self.reloader.stop()
         timeout = max((t.timeout for t in self.config.targets), default=5.0) + 1.0
         if not self.scheduler.stop(timeout=timeout):
             log.warning("some probes were still running after %.1fs; exiting anyway", timeout)

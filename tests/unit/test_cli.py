@@ -4,6 +4,7 @@ one-line errors for `regions`, `check-config`, `probe` and `serve`'s failures be
 from __future__ import annotations
 
 import json
+import platform
 import socket
 from pathlib import Path
 
@@ -39,7 +40,11 @@ def one_line_error(result: Result, code: int = 2) -> str:
 
 
 def test_version_and_help() -> None:
-    assert run("--version").stdout == f"region-latency-exporter, version {__version__}\n"
+    lines = run("--version").stdout.splitlines()
+    assert lines[0] == f"region-latency-exporter, version {__version__}"
+    assert lines[1].split()[:2] == ["python:", platform.python_version()]
+    assert lines[2].startswith(f"  platform: {platform.system().lower()}/{platform.machine()}")
+    assert run("serve", "--version").stdout.splitlines() == lines
     result = run("--help")
     assert result.exit_code == 0
     for command in ("serve", "probe", "regions", "check-config", "demo"):
@@ -145,7 +150,8 @@ def test_check_config_missing_file(tmp_path: Path) -> None:
 # --- probe --------------------------------------------------------------------------------------------------------
 
 
-def test_probe_ranks_explicit_endpoints_as_json(local_servers: ServerGroup) -> None:
+def test_probe_ranks_explicit_endpoints_as_json_and_exits_1_naming_a_region_whose_every_probe_failed(
+        local_servers: ServerGroup) -> None:
     up = local_servers.tcp()
     with socket.socket() as closed:  # a port nobody listens on: refused
         closed.bind(("127.0.0.1", 0))
@@ -153,7 +159,10 @@ def test_probe_ranks_explicit_endpoints_as_json(local_servers: ServerGroup) -> N
     result = run("probe", "--service", "bedrock-runtime", "--probe", "tcp", "-n", "2", "--json", "--timeout", "2",
                  "--region", "dead-1", "--region", "up-1",
                  "--endpoint", f"up-1=http://127.0.0.1:{up.port}", "--endpoint", f"dead-1=http://127.0.0.1:{dead_port}")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr  # the report is printed, and scripts see the dead region
+    (error,) = result.stderr.splitlines()
+    assert error.startswith("error: every probe failed in 1 region(s): bedrock-runtime-tcp/dead-1 (refused: ")
+    assert "up-1" not in error
     (entry,) = json.loads(result.stdout)["targets"]
     assert (entry["name"], entry["service"], entry["probe"]) == ("bedrock-runtime-tcp", "bedrock-runtime", "tcp")
     first, second = entry["regions"]
