@@ -357,7 +357,7 @@ def test_empty_env_values_are_ignored(tmp_path: Path) -> None:
 
 def test_override_errors_name_the_env_var_or_flag(tmp_path: Path) -> None:
     path = write(tmp_path, FILE)
-    with pytest.raises(ConfigError, match=r"^REGION_LATENCY_CONCURRENCY: concurrency: must be a whole number \(got 'lo"):
+    with pytest.raises(ConfigError, match=r"^REGION_LATENCY_CONCURRENCY: concurrency: must be a whole number \(got 'l"):
         load_config(path, env={"REGION_LATENCY_CONCURRENCY": "lots"})
     with pytest.raises(ConfigError, match=r"^REGION_LATENCY_CACHE: cache\.type: unknown cache type 'memcached'"):
         load_config(path, env={"REGION_LATENCY_CACHE": "memcached"})
