@@ -141,7 +141,8 @@ class Exporter:
         host, port = self.web.address
         shown = f"[{host}]" if ":" in host else host
         scheme = "https" if self.web.tls else "http"
-        targets = ", ".join(f"{t.name}={t.config.probe}:{len(t.regions)}" for t in self.resolved.targets)
+        targets = "; ".join(f"{t.name} ({t.config.service} via {t.config.probe}, {len(t.regions)} regions)"
+                            for t in self.resolved.targets)
         log.info("starting region-latency-exporter %s", __version__, extra={
             "version": __version__,
             "address": f"{scheme}://{shown}:{port}{self.web_options.metrics_path}",
