@@ -29,3 +29,15 @@ ensure_venv() {
     .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" && touch "$stamp"
   fi
 }
+
+# A tool that pins dependencies the project cannot share (checkov pins an old boto3) gets a venv of its own.
+# Usage: ensure_tool_venv DIR 'package==version'
+ensure_tool_venv() {
+  local dir="$1" spec="$2"
+  local stamp="$dir/.installed-$(echo "$spec" | cksum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ]; then
+    rm -rf "$dir"
+    .venv/bin/python -m venv "$dir" && "$dir/bin/python" -m pip install -q --disable-pip-version-check "$spec" \
+      && touch "$stamp"
+  fi
+}

@@ -10,10 +10,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.cache import Cache, FileCache, PrefixedCache
 from region_latency.config import Config, ConfigError, parse_listen
-from region_latency.export.exporter_families import ExporterStatus, ExporterStatusCollector
+from region_latency.export.exporter_families import CacheSaveStatus, ExporterStatus, ExporterStatusCollector
 from region_latency.export.prometheus import build_registry
 from region_latency.export.web import ExporterApp, WebHooks, WebServer
 from region_latency.export.webconfig import WebConfigFile
@@ -101,6 +101,7 @@ class Exporter:
         self._targets: dict[str, dict[str, Target]] = {}
         self._policy_keys: dict[str, tuple[RankingSettings, float]] = {}
         self._cache_loaded = False
+        self._retired_saves: tuple[int, float | None] = (0, None)  # (failed saves, last success) of closed trackers
         self._reload_lock = threading.Lock()
         self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate,
                                    thread_initializer=probe_thread_setup)
@@ -121,7 +122,29 @@ class Exporter:
 
     def status(self) -> ExporterStatus:
         """The exporter's own state for /metrics (reloads, cache saves)."""
-        return ExporterStatus(reload=self.reloader.status, cache=None)
+        if self.cache is None:
+            return ExporterStatus(reload=self.reloader.status, cache=None)
+        failures, last_success = self._retired_saves
+        for state in list(self.states.values()):
+            saver = state.tracker.saver
+            if saver is not None:
+                status = saver.status
+                failures += status.saves_failed_total
+                if status.last_success_time is not None:
+                    last_success = max(last_success or 0.0, status.last_success_time)
+        return ExporterStatus(reload=self.reloader.status, cache=CacheSaveStatus(failures, last_success))
+
+    def _retire(self, tracker: RegionLatencyTracker) -> None:
+        """Close a tracker that goes (a target removed or changed), keeping its saver's counts in the totals
+        (a counter on /metrics must not go down)."""
+        tracker.close()
+        saver = tracker.saver
+        if saver is not None:
+            failures, last_success = self._retired_saves
+            status = saver.status
+            if status.last_success_time is not None:
+                last_success = max(last_success or 0.0, status.last_success_time)
+            self._retired_saves = (failures + status.saves_failed_total, last_success)
 
     def ready(self) -> bool:
         """Ready once a full sweep finished, or at once when the cache held a (still fresh) ranking."""
@@ -207,7 +230,7 @@ class Exporter:
             info = TargetInfo(name=name, service=config.service, probe=config.probe)
             if state is None or state.info != info:
                 if state is not None:
-                    state.tracker.close()
+                    self._retire(state.tracker)
                 cache = PrefixedCache(self.cache, cache_prefix(info)) if self.cache is not None else None
                 tracker = RegionLatencyTracker(cache=cache, logger=logging.getLogger(f"region_latency.{name}"))
                 self._cache_loaded |= bool(set(tracker.regions()) & set(regions))
@@ -227,7 +250,7 @@ class Exporter:
                     on_result=_recorder(state, region),
                 ))
         for name in set(self.states) - {t.name for t in resolved.targets}:
-            self.states.pop(name).tracker.close()
+            self._retire(self.states.pop(name).tracker)
             self._targets.pop(name, None)
             self._policy_keys.pop(name, None)
         self.scheduler.set_jobs(jobs)

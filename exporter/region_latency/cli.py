@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, redact, setup_logging
 
 if TYPE_CHECKING:

@@ -123,7 +123,8 @@ def test_plain_http_to_the_tls_port_fails_cleanly(secured: ExporterProcess, tls:
     assert "Traceback" not in log
     (start,) = [line for line in log.splitlines() if 'msg="starting region-latency-exporter' in line]
     assert " tls=on " in start and f"address=https://127.0.0.1:{secured.port}/metrics" in start
-    assert " basic_auth=on " in start and " lifecycle=off " in start and 'targets="local (bedrock-runtime via tcp, 1 regions)"' in start
+    assert " basic_auth=on " in start and " lifecycle=off " in start
+    assert 'targets="local (bedrock-runtime via tcp, 1 regions)"' in start
 
 
 @pytest.mark.skipif(prometheus_binary() is None, reason="prometheus is not installed (./test.sh installs it)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.export.metrics_cache import MetricsCache, render_filtered, snapshot_generation
 from region_latency.export.prometheus import ExporterRegistry
 from region_latency.export.server import Answer, Request, Response

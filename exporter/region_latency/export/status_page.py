@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.state import TargetSnapshot
 
 _HEAD = (

@@ -45,7 +45,7 @@ import certifi
 import httpcore
 from pydantic import PrivateAttr, field_validator, model_validator
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.probes.base import (
     Deadline,
     Endpoint,
