@@ -87,3 +87,9 @@ def test_the_exporter_counts_failed_cache_saves_across_targets_and_keeps_them_af
         assert float(shown.split()[1]) >= after.failures_total  # retries may have failed since
     finally:
         exporter.stop()
+
+
+def test_the_exporter_scope_has_no_labels_on_every_python() -> None:
+    from region_latency.export.families import Scope
+
+    assert Scope.EXPORTER.labels == () and all(isinstance(f.labels, tuple) for f in EXPORTER_FAMILIES)
