@@ -14,6 +14,7 @@ from region_latency._version import __version__
 from region_latency.cache import Cache, FileCache, PrefixedCache
 from region_latency.config import Config, ConfigError, parse_listen
 from region_latency.export.exporter_families import CacheSaveStatus, ExporterStatus, ExporterStatusCollector
+from region_latency.export.probe_debug import ProbeDebugger
 from region_latency.export.prometheus import build_registry
 from region_latency.export.web import ExporterApp, WebHooks, WebServer
 from region_latency.export.webconfig import WebConfigFile
@@ -21,6 +22,7 @@ from region_latency.lifecycle import Reloader
 from region_latency.probes import get_probe
 from region_latency.probes.base import ProbeResult, Target
 from region_latency.ranking import RankingSettings, policy_for
+from region_latency.recent import RecentProbes
 from region_latency.resolve import load_config_isolated
 from region_latency.scheduler import Job, Scheduler
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
@@ -103,13 +105,16 @@ class Exporter:
         self._cache_loaded = False
         self._retired_saves: tuple[int, float | None] = (0, None)  # (failed saves, last success) of closed trackers
         self._reload_lock = threading.Lock()
+        self.recent = RecentProbes()  # the status page's charts and recent probes (bounded, in memory)
         self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate,
                                    thread_initializer=probe_thread_setup)
         self._apply(self.resolved)
         self.web_options = web or WebOptions()
         self.reloader = Reloader(self.reload)
         self.registry = build_registry(self.snapshots, extra=[ExporterStatusCollector(self.status)])
-        hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.request_reload)
+        hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.request_reload, recent=self.recent,
+                         debug_probe=ProbeDebugger(lambda: self.resolved, thread_setup=probe_thread_setup),
+                         reload_status=lambda: self.reloader.status)
         host, port = parse_listen(self.config.listen)
         app = ExporterApp(self.registry, hooks, metrics_path=self.web_options.metrics_path,
                           lifecycle=self.web_options.lifecycle)
@@ -247,7 +252,7 @@ class Exporter:
                     probe=probe,
                     interval=config.interval,
                     timeout=config.timeout,
-                    on_result=_recorder(state, region),
+                    on_result=_recorder(state, region, self.recent),
                 ))
         for name in set(self.states) - {t.name for t in resolved.targets}:
             self._retire(self.states.pop(name).tracker)
@@ -262,9 +267,10 @@ class Exporter:
             state.reevaluate(now)
 
 
-def _recorder(state: TargetState, region: str) -> Callable[[Target, ProbeResult], None]:
-    """The job callback that records one region's results into its target state."""
+def _recorder(state: TargetState, region: str, recent: RecentProbes) -> Callable[[Target, ProbeResult], None]:
+    """The job callback that records one region's results into its target state (and the status page's ring)."""
     def record(_target: Target, result: ProbeResult) -> None:
         state.record(region, result)
+        recent.add(state.info.name, region, time.time(), result, state.tracker.get_latency(region))
 
     return record

@@ -97,6 +97,7 @@ def test_right_password_200_wrong_or_none_401_on_every_endpoint(secured: Exporte
     assert (reload.status_code, reload.text) == (403, "Lifecycle API is not enabled.\n")
     assert "region_latency_config_last_reload_successful 1.0" in get(secured, tls, "/metrics",
                                                                       auth=(USER, PASSWORD)).text
+    assert "config: last (re)load succeeded" in get(secured, tls, "/", auth=(USER, PASSWORD)).text
 
 
 def test_a_client_certificate_is_required_and_checked(secured: ExporterProcess, tls: Tls) -> None:

@@ -17,9 +17,11 @@ from urllib.parse import parse_qs
 
 from region_latency._version import __version__
 from region_latency.export.metrics_cache import MetricsCache, render_filtered, snapshot_generation
+from region_latency.export.probe_debug import ProbeDebugger
 from region_latency.export.prometheus import ExporterRegistry
 from region_latency.export.server import Answer, Request, Response
-from region_latency.export.status_page import render_index
+from region_latency.export.status_page import ReloadState, render_index
+from region_latency.recent import RecentProbes
 from region_latency.state import TargetSnapshot
 
 
@@ -31,6 +33,9 @@ class WebHooks:
     ready: Callable[[], bool]
     # a Future of the outcome (an error message, or None on success) of a reload run on its own thread
     reload: Callable[[], Future[str | None]]
+    recent: RecentProbes | None = None  # the status page's charts and recent probes
+    debug_probe: ProbeDebugger | None = None  # /probe?target=..&region=..&debug=true
+    reload_status: Callable[[], ReloadState] | None = None  # the status page's "config loaded ... ago"
 
 
 _Route = tuple[tuple[str, ...], Callable[[Request], Answer]]
@@ -62,6 +67,7 @@ class ExporterApp:
         self._later: dict[str, _Route] = {
             "/": (("GET", "HEAD"), self._index),
             "/regions": (("GET", "HEAD"), self._regions),
+            "/probe": (("GET",), self._probe),
         }
 
     def respond_now(self, request: Request) -> Answer | None:
@@ -140,7 +146,13 @@ class ExporterApp:
 
     def _index(self, _request: Request) -> Response:
         return Response(200, (("Content-Type", "text/html; charset=utf-8"),),
-                        render_index(self.hooks.snapshots(), self.hooks.ready()))
+                        render_index(self.hooks.snapshots(), self.hooks.ready(), recent=self.hooks.recent,
+                                     last_reload=self.hooks.reload_status() if self.hooks.reload_status else None))
+
+    def _probe(self, request: Request) -> Response:
+        if self.hooks.debug_probe is None:
+            return Response.text(404, "no such page: /probe (debug probes are not enabled here)\n")
+        return self.hooks.debug_probe.respond(request.query)
 
 
 def _not_allowed(path: str, allowed: Sequence[str]) -> Response:
