@@ -41,6 +41,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_REDIS_KEY_PREFIX = "region-latency:"
 DEFAULT_SERVICE = "bedrock-runtime"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_INTERVAL = 86400.0  # a probe interval (or timeout) of more than a day is a typo (`interval: 1.0e+300`)
 
 CONFIG_ENV = "REGION_LATENCY_CONFIG"
 ENV_PREFIX = "REGION_LATENCY_"
@@ -249,6 +250,8 @@ class TargetConfig(_Model):
         seconds = parse_duration(value)
         if seconds <= 0:
             raise ValueError(f"must be greater than zero (got {value!r})")
+        if seconds > MAX_INTERVAL:
+            raise ValueError(f"must be at most {format_duration(MAX_INTERVAL)} (got {value!r})")
         return seconds
 
     @model_validator(mode="after")
@@ -494,8 +497,9 @@ def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
         raise ConfigError(where, "", f"invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), "", f"invalid YAML: {exc}") from None
-    if data is None:
-        return {}
+    if data is None:  # a truncated or mis-mounted file must not quietly become "every region of bedrock-runtime"
+        raise ConfigError(str(path), "", "the file has no settings (empty, or only comments); put at least one key "
+                                         "in it, or leave the config file out for the built-in default")
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", f"the top level must be a mapping of keys (listen, targets, ...), "
                                          f"not a {type(data).__name__}")
@@ -564,10 +568,14 @@ def _problem(error: Any, loc: tuple[str | int, ...]) -> str:
         return "required field is missing"
     if kind == "value_error":
         return str(error["ctx"]["error"])
-    if loc[0] == "ranking" and kind in _RANKING_MESSAGES:
-        return _RANKING_MESSAGES[kind].format(**error.get("ctx", {}))
-    message = str(error["msg"])
     value = error.get("input")
+    if kind in _RANKING_MESSAGES:  # pydantic's words ("Input should be a valid integer, unable to parse ...") -> ours
+        message = _RANKING_MESSAGES[kind].format(**error.get("ctx", {}))
+        if loc[0] == "ranking":
+            return message
+        return f"{message} (got {value!r})" if isinstance(value, str | int | float | bool) or value is None \
+            else f"{message} (got a {type(value).__name__})"
+    message = str(error["msg"])
     if isinstance(value, str | int | float | bool) or value is None:
         message += f" (got {value!r})"
     return message
