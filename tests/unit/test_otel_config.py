@@ -220,7 +220,7 @@ def test_env_overrides_the_file_and_errors_name_the_variable(tmp_path: Path) -> 
 @pytest.mark.parametrize(("text", "message"), [
     ("otlp: {endpont: x}\n", "otlp.endpont: unknown key (did you mean 'endpoint'?)"),
     ("otlp: {interval: 0s}\n", "otlp.interval: must be greater than zero (got '0s')"),
-    ("otlp: {histogram: linear}\n", "otlp.histogram: Input should be 'exponential' or 'explicit' (got 'linear')"),
+    ("otlp: {histogram: linear}\n", "otlp.histogram: must be one of 'exponential' or 'explicit' (got 'linear')"),
     ("otlp: {endpoint: 'http://user:pw@collector:4318'}\n",
      "otlp.endpoint: a password in the URL would be shown and logged: put credentials under headers"),
     ("otlp: {headers: {'bad header': x}}\n", "otlp.headers: invalid header name 'bad header'"),
