@@ -172,6 +172,12 @@ def test_meta_refresh_version_and_reload_result_are_shown() -> None:
     assert "http-equiv" not in render_index([], ready=True, refresh=0).decode()
 
 
+def test_the_metrics_link_follows_the_telemetry_path() -> None:
+    assert "<a href='/metrics'>Metrics</a>" in render_index([], ready=True).decode()
+    moved = render_index([], ready=True, metrics_path="/probe-metrics").decode()
+    assert "<a href='/probe-metrics'>Metrics</a>" in moved and "href='/metrics'" not in moved
+
+
 def test_the_ranking_table_gets_a_chart_per_region_from_the_ring() -> None:
     clock = [1000.0]
     state = ranked_state(clock)

@@ -147,7 +147,8 @@ class ExporterApp:
     def _index(self, _request: Request) -> Response:
         return Response(200, (("Content-Type", "text/html; charset=utf-8"),),
                         render_index(self.hooks.snapshots(), self.hooks.ready(), recent=self.hooks.recent,
-                                     last_reload=self.hooks.reload_status() if self.hooks.reload_status else None))
+                                     last_reload=self.hooks.reload_status() if self.hooks.reload_status else None,
+                                     metrics_path=self.metrics_path))
 
     def _probe(self, request: Request) -> Response:
         if self.hooks.debug_probe is None:

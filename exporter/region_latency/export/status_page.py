@@ -79,7 +79,7 @@ class LastReload:
 
 def render_index(snapshots: Sequence[TargetSnapshot], ready: bool, *, recent: RecentProbes | None = None,
                  last_reload: ReloadState | None = None, now: float | None = None,
-                 refresh: int = REFRESH_SECONDS) -> bytes:
+                 refresh: int = REFRESH_SECONDS, metrics_path: str = "/metrics") -> bytes:
     """The whole page, as UTF-8. `recent` feeds the charts and the recent-probes tables (none: left out)."""
     now = time.time() if now is None else now
     parts = [
@@ -91,7 +91,7 @@ def render_index(snapshots: Sequence[TargetSnapshot], ready: bool, *, recent: Re
         f"<p class='meta'>version {_e(__version__)} &middot; {'ready' if ready else 'not ready yet'} &middot; "
         f"{_reload_text(last_reload, now)} &middot; generated {_clock(now)} UTC"
         + (f", refreshes every {int(refresh)} s" if refresh > 0 else "") + "</p>",
-        "<nav><p><a href='/metrics'>Metrics</a> &middot; <a href='/regions'>Regions (JSON)</a> &middot; "
+        f"<nav><p><a href='{_e(metrics_path)}'>Metrics</a> &middot; <a href='/regions'>Regions (JSON)</a> &middot; "
         "<a href='/-/healthy'>Health</a> &middot; <a href='/-/ready'>Readiness</a> &middot; "
         "<a href='#recent'>Recent probes</a></p></nav></header><main>",
     ]
