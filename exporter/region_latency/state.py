@@ -44,6 +44,7 @@ class LastProbe:
     status: int | None
     error: str | None
     detail: str
+    connect_timing: str | None = None  # which clock timed phases["connect"]: "kernel" (tcpi_rtt) or "stamps"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ class TargetState:
                 status=result.status,
                 error=None if result.error is None else str(result.error),
                 detail=result.detail,
+                connect_timing=result.connect_timing,
             )
             self._ranking = self.policy.evaluate(self.tracker.snapshot(), self._regions, now)
             self._generation += 1

@@ -149,6 +149,7 @@ def regions_document(snapshots: Sequence[TargetSnapshot], *, service: str | None
                     "at": last.at,
                     "success": last.success,
                     "phases_seconds": dict(last.phases),
+                    "connect_timing": last.connect_timing,
                     "status": last.status,
                     "error": last.error,
                     "detail": last.detail,

@@ -9,6 +9,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -93,7 +94,8 @@ class ProbeResult:
     """One measurement. `latency` (seconds) is what feeds the tracker; None means the probe failed.
 
     `phases` holds the durations (seconds) of the parts the probe could time, named
-    `dns`, `connect`, `tls`, `ttfb` (request sent -> first response byte) and `total`.
+    `dns`, `connect`, `tls`, `ttfb` (request sent -> first response byte) and `total`; `connect_timing` says
+    which clock timed `connect` (a ConnectTiming value: the kernel's tcpi_rtt, or this process's stamps).
     """
 
     latency: float | None
@@ -101,6 +103,7 @@ class ProbeResult:
     error: ErrorKind | None = None
     detail: str = ""
     status: int | None = None
+    connect_timing: str | None = None  # ConnectTiming of phases["connect"], when there is one
 
     @property
     def ok(self) -> bool:
@@ -365,21 +368,91 @@ def _gai_message(exc: BaseException) -> str:
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EALREADY})
 
 
-def timed_connect(sock: socket.socket, address: Any, budget: float) -> tuple[float, float]:
+class ConnectTiming(StrEnum):
+    """Which clock timed a `connect` phase (ProbeResult.connect_timing, /regions `connect_timing`)."""
+
+    KERNEL = "kernel"  # the kernel's own SYN -> SYN-ACK round trip: TCP_INFO tcpi_rtt
+    STAMPS = "stamps"  # perf_counter stamps of this process around the handshake (`timed_connect`)
+
+
+# struct tcp_info (include/uapi/linux/tcp.h): eight u8 fields, then u32s. tcpi_retransmits is the u8 at offset 2,
+# tcpi_rtt (microseconds) the u32 at 68 (8 + 15 * 4), tcpi_total_retrans the u32 at 100 (8 + 23 * 4). Asking for
+# 104 bytes reads up to tcpi_total_retrans; every Linux since 2.6 fills at least that much.
+_TCPI_RETRANSMITS = 2
+_TCPI_RTT = 68
+_TCPI_TOTAL_RETRANS = 100
+_TCP_INFO_LENGTH = 104
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)  # Linux only
+
+
+def kernel_rtt(sock: socket.socket) -> float | None:
+    """The round trip (seconds) the kernel measured for the handshake of a just-connected TCP socket, or None.
+
+    Linux times SYN -> SYN-ACK itself, from the SYN's transmit stamp to the SYN-ACK's arrival in softirq, and
+    reports it as TCP_INFO's `tcpi_rtt` (microseconds; right after the handshake it is that one sample). No
+    wake-up of this process is in it. None where there is no TCP_INFO (not Linux), when the SYN was
+    retransmitted (Karn's rule: the kernel takes no sample from it, or only a coarse timestamp-option one) and
+    when there is no sample at all (tcpi_rtt 0). Read it before any data moves: later ACKs smooth it.
+    """
+    if _TCP_INFO is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LENGTH)
+    except OSError:
+        return None
+    return tcp_info_rtt(raw)
+
+
+def tcp_info_rtt(raw: bytes) -> float | None:
+    """tcpi_rtt (seconds) of a struct tcp_info as getsockopt returned it; None when short, 0, or retransmitted."""
+    if len(raw) < _TCP_INFO_LENGTH:
+        return None
+    (rtt_us,) = struct.unpack_from("=I", raw, _TCPI_RTT)
+    (total_retrans,) = struct.unpack_from("=I", raw, _TCPI_TOTAL_RETRANS)
+    if rtt_us == 0 or raw[_TCPI_RETRANSMITS] or total_retrans:
+        return None
+    return rtt_us / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectSpan:
+    """One timed TCP handshake: this process's stamps around it, and the kernel's own round trip if it had one."""
+
+    started: float  # perf_counter: SYN handed to the kernel
+    ended: float  # perf_counter: the wake-up at which the handshake completed
+    kernel: float | None  # seconds, `kernel_rtt`
+
+    @property
+    def stamped(self) -> float:
+        return self.ended - self.started
+
+    @property
+    def seconds(self) -> float:
+        """The connect phase: the kernel's round trip where there is one, else the stamps."""
+        return self.stamped if self.kernel is None else self.kernel
+
+    @property
+    def timing(self) -> ConnectTiming:
+        return ConnectTiming.STAMPS if self.kernel is None else ConnectTiming.KERNEL
+
+
+def timed_connect(sock: socket.socket, address: Any, budget: float) -> ConnectSpan:
     """Connect `sock` (its options already set) to `address` within `budget` seconds; the handshake's span on
-    the wire: (SYN handed to the kernel, the wake-up at which the handshake completed).
+    the wire: (SYN handed to the kernel, the wake-up at which the handshake completed), and the kernel's own
+    measure of it (`kernel_rtt`), which `ConnectSpan.seconds` prefers.
 
     A non-blocking connect and a poll of our own. CPython's connect with a timeout does the same inside, but a
     stamp around it also holds the socket call's way in and, after the wake-up, SO_ERROR and the way back to
-    Python; these stamps sit at the two kernel events (bench/BENCHMARKS.md, accuracy). TimeoutError when the
-    budget runs out; the kernel's OSError (ConnectionRefusedError, ...) when the connect fails.
+    Python; these stamps sit at the two kernel events (bench/BENCHMARKS.md, accuracy). What they still hold is
+    this process's wake-up after the SYN-ACK; tcpi_rtt holds none of it. TimeoutError when the budget runs out;
+    the kernel's OSError (ConnectionRefusedError, ...) when the connect fails.
     """
     sock.setblocking(False)
     started = time.perf_counter()
     code = sock.connect_ex(address)
     sent = time.perf_counter()
     if code == 0:  # done at once (it happens on loopback): no wake-up to stamp
-        return started, sent
+        return ConnectSpan(started, sent, kernel_rtt(sock))
     if code not in _IN_PROGRESS:
         raise OSError(code, os.strerror(code))
     poller = select.poll()
@@ -390,4 +463,4 @@ def timed_connect(sock: socket.socket, address: Any, budget: float) -> tuple[flo
     code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if code:
         raise OSError(code, os.strerror(code))
-    return sent, arrived
+    return ConnectSpan(sent, arrived, kernel_rtt(sock))

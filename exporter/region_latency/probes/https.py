@@ -1,6 +1,7 @@
 """The `https` probe: one real HTTP(S) request on a fresh connection, every phase timed at the socket.
 
-Phases: `dns` (resolved here, before connecting), `connect` (TCP handshake to the resolved address),
+Phases: `dns` (resolved here, before connecting), `connect` (TCP handshake to the resolved address: the
+kernel's tcpi_rtt where it has one, else socket stamps; `ProbeResult.connect_timing` says which),
 `tls` (TLS handshake), `ttfb` (request handed to the kernel -> the response's first bytes arrived) and
 `total` (probe start -> response body read, body capped at 64 KiB). Phases are stamped around the
 socket calls themselves (SocketStamps); httpcore's trace events name the step a failure happened in.
@@ -47,6 +48,7 @@ from pydantic import PrivateAttr, field_validator, model_validator
 
 from region_latency import __version__
 from region_latency.probes.base import (
+    ConnectTiming,
     Deadline,
     Endpoint,
     ErrorKind,
@@ -248,7 +250,8 @@ def _request(
     phases["total"] = deadline.elapsed()
     if "ttfb" not in phases:  # cannot happen with HTTP/1.1; guard rather than report a made-up number
         raise ProbeError(ErrorKind.OTHER, "response arrived but the trace recorded no request timing")
-    return ProbeResult(latency=phases["ttfb"], phases=MappingProxyType(phases), status=status)
+    return ProbeResult(latency=phases["ttfb"], phases=MappingProxyType(phases), status=status,
+                       connect_timing=backend.stamps.connect_timing)
 
 
 def _read_some(response: httpcore.Response) -> None:
@@ -314,6 +317,7 @@ class SocketStamps:
 
     def __init__(self) -> None:
         self.connect: tuple[float, float] | None = None
+        self.connect_kernel: float | None = None  # the kernel's SYN -> SYN-ACK round trip (tcpi_rtt), if it has one
         self.tls: tuple[float, float] | None = None
         self.first_write: float | None = None
         self.first_read: float | None = None
@@ -321,12 +325,19 @@ class SocketStamps:
     def phases(self) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.connect is not None:
-            out["connect"] = self.connect[1] - self.connect[0]
+            out["connect"] = self.connect[1] - self.connect[0] if self.connect_kernel is None else self.connect_kernel
         if self.tls is not None:
             out["tls"] = self.tls[1] - self.tls[0]
         if self.first_write is not None and self.first_read is not None:
             out["ttfb"] = self.first_read - self.first_write
         return out
+
+    @property
+    def connect_timing(self) -> ConnectTiming | None:
+        """Which clock timed the `connect` phase: the kernel's tcpi_rtt or our stamps (None: no connect)."""
+        if self.connect is None:
+            return None
+        return ConnectTiming.STAMPS if self.connect_kernel is None else ConnectTiming.KERNEL
 
 
 class DeadlineBackend(httpcore.NetworkBackend):
@@ -368,14 +379,15 @@ class DeadlineBackend(httpcore.NetworkBackend):
                 sock.setsockopt(*option)
             if local_address is not None:
                 sock.bind((local_address, 0))
-            started, ended = timed_connect(sock, sockaddr, budget)
+            span = timed_connect(sock, sockaddr, budget)
         except TimeoutError as exc:
             sock.close()
             raise httpcore.ConnectTimeout(f"connect did not finish within {budget:.3g}s") from exc
         except OSError as exc:
             sock.close()
             raise httpcore.ConnectError(describe(exc)) from exc
-        self.stamps.connect = (started, ended)
+        self.stamps.connect = (span.started, span.ended)
+        self.stamps.connect_kernel = span.kernel
         return DeadlineStream(sock, self._deadline, self.stamps)
 
     def sleep(self, seconds: float) -> None:

@@ -1,8 +1,10 @@
 """The `tcp` probe: how long a TCP handshake to the endpoint takes (one network round trip).
 
 DNS is resolved and timed first (phase `dns`) and kept out of the latency, which is the connect
-time alone (phase `connect`: SYN handed to the kernel -> the wake-up at which the handshake completed,
-`base.timed_connect`). Nothing is sent: the socket is closed right after the handshake.
+time alone (phase `connect`): the kernel's own SYN -> SYN-ACK round trip (TCP_INFO tcpi_rtt) where the platform
+has it and the SYN was not retransmitted, else this process's stamps (SYN handed to the kernel -> the wake-up
+at which the handshake completed); `ProbeResult.connect_timing` says which (`base.timed_connect`). Nothing is
+sent: the socket is closed right after the handshake.
 
 Options (`TcpOptions`): `port` (overrides the URL's port), `ip_version` (4, 6 or None).
 """
@@ -15,6 +17,7 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from region_latency.probes.base import (
+    ConnectSpan,
     Deadline,
     ErrorKind,
     IpVersion,
@@ -55,29 +58,35 @@ def probe(target: Target, timeout: float) -> ProbeResult:
         found = lookup_address(endpoint.host, endpoint.port, deadline, options.ip_version)
         if found.seconds is not None:
             phases["dns"] = found.seconds
-        phases["connect"] = connect_time(found.family, found.address, endpoint.port, deadline)
+        span = timed_handshake(found.family, found.address, endpoint.port, deadline)
     except ProbeError as exc:
         return ProbeResult.failure(exc.kind, exc.detail, phases)
+    phases["connect"] = span.seconds
     phases["total"] = deadline.elapsed()
-    return ProbeResult(latency=phases["connect"], phases=MappingProxyType(phases))
+    return ProbeResult(latency=phases["connect"], phases=MappingProxyType(phases), connect_timing=span.timing)
 
 
 def connect_time(family: socket.AddressFamily, address: str, port: int, deadline: Deadline) -> float:
     """Seconds one TCP handshake to (address, port) takes; ProbeError when it fails or runs out of time."""
+    return timed_handshake(family, address, port, deadline).seconds
+
+
+def timed_handshake(family: socket.AddressFamily, address: str, port: int, deadline: Deadline) -> ConnectSpan:
+    """One TCP handshake to (address, port), timed (`timed_connect`); ProbeError when it fails or runs out of
+    time."""
     budget = deadline.remaining()
     if budget <= 0:
         raise ProbeError(ErrorKind.TIMEOUT, f"no time left to connect to {address}:{port}")
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sent, arrived = timed_connect(sock, (address, port), budget)
+            return timed_connect(sock, (address, port), budget)
         except TimeoutError:
             raise ProbeError(
                 ErrorKind.TIMEOUT, f"connect to {address}:{port} timed out after {deadline.timeout:g}s"
             ) from None
         except OSError as exc:
             raise ProbeError(connect_error_kind(exc), f"connect to {address}:{port}: {describe(exc)}") from None
-        return arrived - sent
 
 
 def connect_error_kind(exc: OSError) -> ErrorKind:
