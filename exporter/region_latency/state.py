@@ -17,6 +17,8 @@ from types import MappingProxyType
 from region_latency.probes.base import ProbeResult
 from region_latency.ranking import EMPTY_RANKING, PlainRanking, Ranking, RankingPolicy
 from region_latency.tracker import RegionLatencyTracker, TrackerSnapshot
+from region_latency.trust import NOTHING_CHECKED, TrustCheck
+from region_latency.trust import check as check_trust
 
 # Raw-sample histogram buckets (seconds): fine where inter-region round trips live (2 ms - 500 ms).
 SAMPLE_BUCKETS: tuple[float, ...] = (
@@ -65,6 +67,7 @@ class TargetSnapshot:
     probes_total: Mapping[str, int]
     failures_total: Mapping[tuple[str, str], int]  # (region, reason) -> count
     generation: int
+    trust: TrustCheck = NOTHING_CHECKED  # whether the regions' EMAs can be real (region_latency.trust)
 
 
 @dataclass(slots=True)
@@ -168,15 +171,24 @@ class TargetState:
         """The current state; the same object is returned until the next update."""
         with self._lock:
             if self._snapshot is None:
+                tracker = self.tracker.snapshot()
                 self._snapshot = TargetSnapshot(
                     info=self.info,
                     regions=self._regions,
-                    tracker=self.tracker.snapshot(),
+                    tracker=tracker,
                     ranking=self._ranking if self._regions else EMPTY_RANKING,
                     last_probe=MappingProxyType(dict(self._last_probe)),
                     histograms=MappingProxyType({r: h.freeze() for r, h in self._histograms.items()}),
                     probes_total=MappingProxyType(dict(self._probes_total)),
                     failures_total=MappingProxyType(dict(self._failures_total)),
                     generation=self._generation,
+                    trust=trust_of(tracker, self._regions),
                 )
             return self._snapshot
+
+
+def trust_of(tracker: TrackerSnapshot, regions: Sequence[str]) -> TrustCheck:
+    """The physics check (region_latency.trust) of the EMAs of `regions`, in their order."""
+    emas = {region: stats.ema for region in regions
+            if (stats := tracker.regions.get(region)) is not None and stats.ema is not None}
+    return check_trust(emas)

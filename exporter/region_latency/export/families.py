@@ -165,6 +165,12 @@ def _last_sample_at(snap: TargetSnapshot) -> Iterator[Sample]:
             yield region, (), stats.last_sample_at
 
 
+def _untrusted(snap: TargetSnapshot) -> Iterator[Sample]:
+    violation = snap.trust.violation
+    if violation is not None:
+        yield None, (violation.reason.value, violation.region_a, violation.region_b), 1
+
+
 def _entries(snap: TargetSnapshot) -> dict[str, RankedRegion]:
     return {entry.region: entry for entry in snap.ranking.entries}
 
@@ -272,6 +278,11 @@ TARGET_FAMILIES: tuple[AnyFamily[TargetSnapshot], ...] = (
            read=_ranked_regions, help="Number of regions in the published ranking."),
     Family(name=_name("target_regions"), kind=Kind.GAUGE, unit="{region}", scope=Scope.TARGET,
            read=_target_regions, help="Number of regions the target probes."),
+    Family(name=_name("measurements_untrusted"), kind=Kind.GAUGE, unit="1", scope=Scope.TARGET,
+           extra_labels=("reason", "region_a", "region_b"), read=_untrusted,
+           help="1 when two regions' EMAs sum to less than light in fibre needs between them: something near "
+                "the exporter answers for the regions (a proxy, a TCP-terminating NAT, a VPN). At most one series "
+                "per target (the worst pair); absent while the measurements can be real."),
     Family(name=_name("probe_success"), kind=Kind.GAUGE, unit="1", scope=Scope.REGION, read=_probe_success,
            help="1 when the region's latest probe succeeded, else 0."),
     Family(name=_name("probe_duration_seconds"), kind=Kind.GAUGE, unit="s", scope=Scope.REGION,

@@ -161,9 +161,26 @@ def regions_document(snapshots: Sequence[TargetSnapshot], *, service: str | None
             "probe": snap.info.probe,
             "fastest": snap.ranking.fastest,
             "margin_seconds": snap.ranking.margin,
+            "trust": trust_document(snap),
             "regions": regions,
         })
     return {"generated_at": time.time(), "version": __version__, "targets": out}
+
+
+def trust_document(snap: TargetSnapshot) -> dict[str, Any]:
+    """/regions' `trust` of a target: whether its measurements can be real (region_latency.trust)."""
+    check, violation = snap.trust, snap.trust.violation
+    return {
+        "trusted": check.trusted,
+        "pairs_checked": check.pairs_checked,
+        "violation": None if violation is None else {
+            "reason": violation.reason.value,
+            "region_a": violation.region_a,
+            "region_b": violation.region_b,
+            "measured_seconds": violation.measured,
+            "min_round_trip_seconds": violation.bound,
+        },
+    }
 
 
 def _json_default(value: object) -> object:

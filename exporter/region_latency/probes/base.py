@@ -411,7 +411,7 @@ def tcp_info_rtt(raw: bytes) -> float | None:
     (total_retrans,) = struct.unpack_from("=I", raw, _TCPI_TOTAL_RETRANS)
     if rtt_us == 0 or raw[_TCPI_RETRANSMITS] or total_retrans:
         return None
-    return rtt_us / 1e6
+    return float(rtt_us) / 1e6
 
 
 @dataclass(frozen=True, slots=True)

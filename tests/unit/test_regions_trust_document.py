@@ -1,0 +1,52 @@
+"""/regions (export/routes.regions_document) shows the trust check and which clock timed each connect."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from region_latency.export.routes import regions_document
+from region_latency.probes.base import ConnectTiming, ProbeResult
+from region_latency.state import TargetInfo, TargetState
+from region_latency.tracker import RegionLatencyTracker
+from region_latency.trust import min_round_trip
+
+
+def state_with(latencies: dict[str, float]) -> TargetState:
+    state = TargetState(TargetInfo("t", "bedrock-runtime", "tcp"), list(latencies), RegionLatencyTracker(),
+                        clock=lambda: 1000.0)
+    for region, latency in latencies.items():
+        state.record(region, ProbeResult(latency, {"connect": latency}, connect_timing=ConnectTiming.KERNEL))
+    return state
+
+
+def test_a_proxy_answering_for_every_region_is_shown_untrusted() -> None:
+    state = state_with({"us-east-1": 0.001, "ap-southeast-2": 0.0012, "local-1": 0.0005})
+    (target,) = regions_document([state.snapshot()])["targets"]
+    trust = target["trust"]
+    assert trust["trusted"] is False
+    assert trust["pairs_checked"] == 1  # local-1 is not in the table: skipped
+    assert trust["violation"] == {
+        "reason": "faster_than_light", "region_a": "us-east-1", "region_b": "ap-southeast-2",
+        "measured_seconds": pytest.approx(0.0022),
+        "min_round_trip_seconds": min_round_trip("us-east-1", "ap-southeast-2")}
+    assert {r["last_probe"]["connect_timing"] for r in target["regions"]} == {"kernel"}
+    json.dumps(regions_document([state.snapshot()]), allow_nan=False)
+
+
+def test_real_round_trips_are_shown_trusted() -> None:
+    state = state_with({"us-east-1": 0.0008, "eu-west-1": 0.070, "ap-southeast-2": 0.200})
+    (target,) = regions_document([state.snapshot()])["targets"]
+    assert target["trust"] == {"trusted": True, "pairs_checked": 3, "violation": None}
+
+
+def test_a_failed_probe_has_no_connect_timing() -> None:
+    from region_latency.probes.base import ErrorKind
+
+    state = state_with({})
+    state.set_regions(["us-east-1"])
+    state.record("us-east-1", ProbeResult.failure(ErrorKind.REFUSED, "refused"))
+    (target,) = regions_document([state.snapshot()])["targets"]
+    assert target["regions"][0]["last_probe"]["connect_timing"] is None
+    assert target["trust"] == {"trusted": True, "pairs_checked": 0, "violation": None}
