@@ -7,14 +7,15 @@ exporter's inside and may change without notice.
 
 from typing import TYPE_CHECKING
 
+from region_latency._version import __version__
 from region_latency.cache import Cache, CacheError, FileCache, MemoryCache, PrefixedCache
 from region_latency.cache.redis import RedisCache
-from region_latency.tracker import RegionLatencyTracker, RegionStats, TrackerSnapshot
+from region_latency.measure import RegionLatencyTracker
+from region_latency.tracker import RegionStats, TrackerSnapshot
 
 if TYPE_CHECKING:
     from region_latency.passive import instrument
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Cache",

@@ -11,11 +11,13 @@ from pathlib import Path
 
 from region_latency.cache import Cache, FileCache, PrefixedCache
 from region_latency.config import Config, ConfigError, parse_listen
+from region_latency.export.probe_debug import ProbeDebugger
 from region_latency.export.prometheus import build_registry
 from region_latency.export.web import ExporterApp, WebHooks, WebServer
 from region_latency.probes import get_probe
 from region_latency.probes.base import ProbeResult, Target
 from region_latency.ranking import RankingSettings, policy_for
+from region_latency.recent import RecentProbes
 from region_latency.resolve import load_config_isolated
 from region_latency.scheduler import Job, Scheduler
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
@@ -87,11 +89,13 @@ class Exporter:
         self._policy_keys: dict[str, tuple[RankingSettings, float]] = {}
         self._cache_loaded = False
         self._reload_lock = threading.Lock()
+        self.recent = RecentProbes()  # the status page's charts and recent probes (bounded, in memory)
         self.scheduler = Scheduler(self.config.concurrency, on_tick=self._reevaluate,
                                    thread_initializer=probe_thread_setup)
         self._apply(self.resolved)
         self.registry = build_registry(self.snapshots)
-        hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.reload)
+        hooks = WebHooks(snapshots=self.snapshots, ready=self.ready, reload=self.reload, recent=self.recent,
+                         debug_probe=ProbeDebugger(lambda: self.resolved, thread_setup=probe_thread_setup))
         host, port = parse_listen(self.config.listen)
         self.web = WebServer(ExporterApp(self.registry, hooks), host, port)
 
@@ -181,7 +185,7 @@ class Exporter:
                     probe=probe,
                     interval=config.interval,
                     timeout=config.timeout,
-                    on_result=_recorder(state, region),
+                    on_result=_recorder(state, region, self.recent),
                 ))
         for name in set(self.states) - {t.name for t in resolved.targets}:
             self.states.pop(name).tracker.close()
@@ -196,9 +200,10 @@ class Exporter:
             state.reevaluate(now)
 
 
-def _recorder(state: TargetState, region: str) -> Callable[[Target, ProbeResult], None]:
-    """The job callback that records one region's results into its target state."""
+def _recorder(state: TargetState, region: str, recent: RecentProbes) -> Callable[[Target, ProbeResult], None]:
+    """The job callback that records one region's results into its target state (and the status page's ring)."""
     def record(_target: Target, result: ProbeResult) -> None:
         state.record(region, result)
+        recent.add(state.info.name, region, time.time(), result, state.tracker.get_latency(region))
 
     return record

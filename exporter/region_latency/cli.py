@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from region_latency import __version__
+from region_latency._version import __version__
 
 if TYPE_CHECKING:
     from region_latency.targets import ResolvedConfig, ResolvedTarget

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.export.families import (
     NAMESPACE,
     TARGET_FAMILIES,

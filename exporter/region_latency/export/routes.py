@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.export.metrics_cache import MetricsCache, render_filtered, snapshot_generation
+from region_latency.export.probe_debug import ProbeDebugger
 from region_latency.export.prometheus import ExporterRegistry
 from region_latency.export.server import Request, Response
 from region_latency.export.status_page import render_index
+from region_latency.recent import RecentProbes
 from region_latency.state import TargetSnapshot
 
 
@@ -29,6 +31,8 @@ class WebHooks:
     snapshots: Callable[[], Sequence[TargetSnapshot]]
     ready: Callable[[], bool]
     reload: Callable[[], str | None]  # returns an error message, or None on success
+    recent: RecentProbes | None = None  # the status page's charts and recent probes
+    debug_probe: ProbeDebugger | None = None  # /probe?target=..&region=..&debug=true
 
 
 _Route = tuple[tuple[str, ...], Callable[[Request], Response]]
@@ -51,6 +55,7 @@ class ExporterApp:
             "/": (("GET", "HEAD"), self._index),
             "/regions": (("GET", "HEAD"), self._regions),
             "/-/reload": (("POST", "PUT"), self._reload),
+            "/probe": (("GET",), self._probe),
         }
 
     def respond_now(self, request: Request) -> Response | None:
@@ -118,7 +123,12 @@ class ExporterApp:
 
     def _index(self, _request: Request) -> Response:
         return Response(200, (("Content-Type", "text/html; charset=utf-8"),),
-                        render_index(self.hooks.snapshots(), self.hooks.ready()))
+                        render_index(self.hooks.snapshots(), self.hooks.ready(), recent=self.hooks.recent))
+
+    def _probe(self, request: Request) -> Response:
+        if self.hooks.debug_probe is None:
+            return Response.text(404, "no such page: /probe (debug probes are not enabled here)\n")
+        return self.hooks.debug_probe.respond(request.query)
 
 
 def _not_allowed(path: str, allowed: Sequence[str]) -> Response:

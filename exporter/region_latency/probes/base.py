@@ -96,6 +96,8 @@ class ProbeResult:
     `phases` holds the durations (seconds) of the parts the probe could time, named
     `dns`, `connect`, `tls`, `ttfb` (request sent -> first response byte) and `total`; `connect_timing` says
     which clock timed `connect` (a ConnectTiming value: the kernel's tcpi_rtt, or this process's stamps).
+    `address` (the IP connected to) and `tls_version` (as `ssl` names it) are what the probe learnt on the way,
+    when it learnt it: the status page's debug view shows them.
     """
 
     latency: float | None
@@ -103,6 +105,8 @@ class ProbeResult:
     error: ErrorKind | None = None
     detail: str = ""
     status: int | None = None
+    address: str | None = None
+    tls_version: str | None = None
     connect_timing: str | None = None  # ConnectTiming of phases["connect"], when there is one
 
     @property
@@ -111,10 +115,11 @@ class ProbeResult:
 
     @classmethod
     def failure(
-        cls, error: ErrorKind, detail: str, phases: Mapping[str, float] | None = None, status: int | None = None
+        cls, error: ErrorKind, detail: str, phases: Mapping[str, float] | None = None, status: int | None = None,
+        address: str | None = None,
     ) -> ProbeResult:
         return cls(latency=None, phases=MappingProxyType(dict(phases or {})), error=error, detail=detail,
-                   status=status)
+                   status=status, address=address)
 
 
 ProbeFn = Callable[[Target, float], ProbeResult]

@@ -54,16 +54,19 @@ def probe(target: Target, timeout: float) -> ProbeResult:
     options = TcpOptions.parse(target.options)
     endpoint = parse_endpoint(target.url, options.port)
     phases: dict[str, float] = {}
+    address: str | None = None
     try:
         found = lookup_address(endpoint.host, endpoint.port, deadline, options.ip_version)
+        address = found.address
         if found.seconds is not None:
             phases["dns"] = found.seconds
         span = timed_handshake(found.family, found.address, endpoint.port, deadline)
     except ProbeError as exc:
-        return ProbeResult.failure(exc.kind, exc.detail, phases)
+        return ProbeResult.failure(exc.kind, exc.detail, phases, address=address)
     phases["connect"] = span.seconds
     phases["total"] = deadline.elapsed()
-    return ProbeResult(latency=phases["connect"], phases=MappingProxyType(phases), connect_timing=span.timing)
+    return ProbeResult(latency=phases["connect"], phases=MappingProxyType(phases), address=address,
+                       connect_timing=span.timing)
 
 
 def connect_time(family: socket.AddressFamily, address: str, port: int, deadline: Deadline) -> float:
