@@ -32,9 +32,11 @@ def cache_prefix(info: TargetInfo) -> str:
 
     Not the name alone: a target renamed, or given another service or probe kind under the same name, measures
     something else, and must not start from the old averages (a tcp connect EMA is not an https ttfb EMA).
-    Service names and probe kinds hold no `:`, so the key reads back unambiguously from the right.
+    Service names and probe kinds hold no `:`, so the key reads back unambiguously from the right. An https
+    target measuring `warm` or `cold` keeps its averages apart too (`...:https+warm`): neither is a ttfb EMA.
     """
-    return f"{info.name}:{info.service}:{info.probe}"
+    probe = info.probe if info.measure in (None, "ttfb") else f"{info.probe}+{info.measure}"
+    return f"{info.name}:{info.service}:{probe}"
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ class Exporter:
             keep_policy = self._policy_keys.get(name) == policy_key
             self._policy_keys[name] = policy_key
             state = self.states.get(name)
-            info = TargetInfo(name=name, service=config.service, probe=config.probe)
+            info = TargetInfo(name=name, service=config.service, probe=config.probe,
+                              measure=getattr(config.options, "measure", None))
             if state is None or state.info != info:
                 if state is not None:
                     state.tracker.close()

@@ -34,6 +34,7 @@ class TargetInfo:
     name: str
     service: str
     probe: str
+    measure: str | None = None  # the https probe's `measure` (ttfb, warm, cold); None for the other kinds
 
 
 @dataclass(frozen=True, slots=True)

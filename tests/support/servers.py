@@ -234,6 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         owner = self.server.owner
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with owner._lock:
+            owner.accepted += 1
         owner._connections.add(self.request)
         if owner.tls is not None:
             raw = self.request
@@ -307,6 +309,7 @@ class HttpServer:
     def __init__(self, reply: Responder | None = None, *, tls: ssl.SSLContext | None = None) -> None:
         self.tls = tls
         self.requests: list[RecordedRequest] = []
+        self.accepted = 0  # connections accepted (keep-alive: fewer than requests)
         self._reply: Responder = reply if reply is not None else Reply()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -340,6 +343,10 @@ class HttpServer:
             self.requests.append(request)
             reply = self._reply
         return reply(request) if callable(reply) else reply
+
+    def drop_connections(self) -> None:
+        """Close every open connection from the server's side (as a server ends idle keep-alive connections)."""
+        self._connections.shutdown_all()
 
     def close(self) -> None:
         """Release hanging replies, stop accepting, wake blocked connections, join every thread."""

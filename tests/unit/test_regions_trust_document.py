@@ -1,4 +1,4 @@
-"""/regions (export/routes.regions_document) shows the trust check and which clock timed each connect."""
+"""/regions (routes.regions_document): the trust check, which clock timed each connect, what a target measures."""
 
 from __future__ import annotations
 
@@ -50,3 +50,10 @@ def test_a_failed_probe_has_no_connect_timing() -> None:
     (target,) = regions_document([state.snapshot()])["targets"]
     assert target["regions"][0]["last_probe"]["connect_timing"] is None
     assert target["trust"] == {"trusted": True, "pairs_checked": 0, "violation": None}
+
+
+def test_the_target_says_what_its_latency_measures() -> None:
+    state = TargetState(TargetInfo("w", "bedrock-runtime", "https", measure="warm"), [], RegionLatencyTracker())
+    (target,) = regions_document([state.snapshot(), state_with({}).snapshot()])["targets"][:1]
+    assert target["measure"] == "warm"
+    assert regions_document([state_with({}).snapshot()])["targets"][0]["measure"] is None

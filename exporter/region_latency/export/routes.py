@@ -169,6 +169,7 @@ def regions_document(snapshots: Sequence[TargetSnapshot], *, service: str | None
             "name": snap.info.name,
             "service": snap.info.service,
             "probe": snap.info.probe,
+            "measure": snap.info.measure,
             "fastest": snap.ranking.fastest,
             "margin_seconds": snap.ranking.margin,
             "trust": trust_document(snap),
