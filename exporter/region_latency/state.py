@@ -8,17 +8,20 @@ probe and never sees half an update.
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from region_latency.probes.base import ProbeResult
+from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import EMPTY_RANKING, PlainRanking, Ranking, RankingPolicy
 from region_latency.tracker import RegionLatencyTracker, TrackerSnapshot
 from region_latency.trust import NOTHING_CHECKED, TrustCheck
 from region_latency.trust import check as check_trust
+
+log = logging.getLogger(__name__)
 
 # Raw-sample histogram buckets (seconds): fine where inter-region round trips live (2 ms - 500 ms).
 SAMPLE_BUCKETS: tuple[float, ...] = (
@@ -69,6 +72,8 @@ class TargetSnapshot:
     failures_total: Mapping[tuple[str, str], int]  # (region, reason) -> count
     generation: int
     trust: TrustCheck = NOTHING_CHECKED  # whether the regions' EMAs can be real (region_latency.trust)
+    # region -> why the address family its target asked for (ip_version) cannot be used from here
+    family_unavailable: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(slots=True)
@@ -107,6 +112,7 @@ class TargetState:
         self._histograms: dict[str, _Histogram] = {}
         self._probes_total: dict[str, int] = {}
         self._failures_total: dict[tuple[str, str], int] = {}
+        self._family_unavailable: dict[str, str] = {}
         self._generation = 0
         self._snapshot: TargetSnapshot | None = None
         with self._lock:
@@ -118,8 +124,13 @@ class TargetState:
 
     def record(self, region: str, result: ProbeResult) -> None:
         """Fold one probe result into the tracker, the counters and the ranking, atomically."""
+        if result.error == ErrorKind.FAMILY_UNAVAILABLE:
+            self._record_family_unavailable(region, result.detail)
+            return
         now = self._clock()
         with self._lock:
+            if self._family_unavailable.pop(region, None) is not None:
+                log.info("%s: %s: the asked address family works again", self.info.name, region)
             self.tracker.record(region, result)
             self._probes_total[region] = self._probes_total.get(region, 0) + 1
             if result.latency is not None:
@@ -140,6 +151,19 @@ class TargetState:
             self._generation += 1
             self._snapshot = None
 
+    def _record_family_unavailable(self, region: str, detail: str) -> None:
+        """The address family the target asked for cannot be used from here: reported (once, and in snapshots),
+        not counted as the region failing. The tracker, failure counters and last probe are left as they were."""
+        with self._lock:
+            self._probes_total[region] = self._probes_total.get(region, 0) + 1
+            first = region not in self._family_unavailable
+            self._family_unavailable[region] = detail
+            self._generation += 1
+            self._snapshot = None
+        if first:
+            log.warning("%s: %s: the asked address family is not available from here, not a failing region "
+                        "(reported once): %s", self.info.name, region, detail)
+
     def reevaluate(self, now: float | None = None) -> None:
         """Re-rank without a new result (clock-driven: staleness); publishes only if the ranking changed."""
         with self._lock:
@@ -159,6 +183,7 @@ class TargetState:
                 self._last_probe.pop(region, None)
                 self._histograms.pop(region, None)
                 self._probes_total.pop(region, None)
+                self._family_unavailable.pop(region, None)
                 for key in [k for k in self._failures_total if k[0] == region]:
                     del self._failures_total[key]
             self._regions = tuple(regions)
@@ -184,6 +209,7 @@ class TargetState:
                     failures_total=MappingProxyType(dict(self._failures_total)),
                     generation=self._generation,
                     trust=trust_of(tracker, self._regions),
+                    family_unavailable=MappingProxyType(dict(self._family_unavailable)),
                 )
             return self._snapshot
 

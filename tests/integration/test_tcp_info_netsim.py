@@ -52,3 +52,22 @@ def test_a_retransmitted_syn_falls_back_to_the_stamps(sim: RegionSimulator) -> N
     assert kernel and stamped, [(r.latency, r.connect_timing) for r in results]
     assert all(r.latency is not None and r.latency < RTT + 0.005 for r in kernel)
     assert all(r.latency is not None and r.latency >= 0.9 for r in stamped)
+
+
+def _family_results(url: str) -> list[tuple[str | None, str | None]]:
+    out = []
+    for kind in ("tcp", "https"):
+        for options in ({"ip_version": 6}, {}):
+            result = get_probe(kind)(Target("test", "r", url, options), 3.0)
+            out.append((kind if options else f"{kind} (any family)", None if result.error is None
+                        else str(result.error)))
+    return out
+
+
+def test_a_family_this_host_cannot_route_is_reported_as_unavailable(sim: RegionSimulator) -> None:
+    """The client namespace has IPv4 routes only: an IPv6 address asked for with ip_version 6 is a family that
+    is not available from here (ENETUNREACH), not a failing region; without ip_version it stays a connection
+    failure, as before."""
+    results = dict(sim.call_in_client(_family_results, "https://[2001:db8::1]:443"))
+    assert results == {"tcp": "ip_family_unavailable", "tcp (any family)": "connection",
+                       "https": "ip_family_unavailable", "https (any family)": "connection"}

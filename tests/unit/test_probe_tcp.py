@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import struct
 import time
@@ -10,6 +12,7 @@ import pytest
 
 from region_latency.probes import ErrorKind, Target, base, get_probe
 from region_latency.probes.base import ConnectTiming, Deadline, parse_endpoint, tcp_info_rtt, timed_connect
+from region_latency.probes.tcp import connect_error_kind
 from tests.support.servers import ServerGroup, free_port
 
 probe = get_probe("tcp")
@@ -180,3 +183,20 @@ def test_tcp_info_layout_matches_the_kernels() -> None:
     assert snd_mss > 1000
     rtt = tcp_info_rtt(raw)
     assert rtt is not None and 0 < rtt < 0.1
+
+
+def test_an_address_of_the_other_family_is_family_unavailable_not_a_dns_failure(local_servers: ServerGroup) -> None:
+    listener = local_servers.tcp()
+    result = probe(target(listener.url, ip_version=6), 2.0)  # 127.0.0.1: no IPv6 address to use
+    assert result.error == ErrorKind.FAMILY_UNAVAILABLE
+    assert "is not an IPv6 address" in result.detail
+
+
+@pytest.mark.parametrize("code", [errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT])
+def test_connect_errors_that_say_the_family_is_unusable_here(code: int) -> None:
+    """Only when the target asked for the family: otherwise they stay what they were (a connection failure)."""
+    error = OSError(code, os.strerror(code))
+    assert connect_error_kind(error, family_asked=True) == ErrorKind.FAMILY_UNAVAILABLE
+    assert connect_error_kind(error) == ErrorKind.CONNECTION
+    unreachable_host = OSError(errno.EHOSTUNREACH, "No route to host")  # the region's trouble, not the family's
+    assert connect_error_kind(unreachable_host, family_asked=True) == ErrorKind.CONNECTION

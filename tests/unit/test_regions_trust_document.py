@@ -57,3 +57,27 @@ def test_the_target_says_what_its_latency_measures() -> None:
     (target,) = regions_document([state.snapshot(), state_with({}).snapshot()])["targets"][:1]
     assert target["measure"] == "warm"
     assert regions_document([state_with({}).snapshot()])["targets"][0]["measure"] is None
+
+
+def test_a_family_unavailable_from_here_is_reported_once_and_is_not_a_failing_region(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from region_latency.probes.base import ErrorKind
+    from region_latency.ranking import RegionState
+
+    state = state_with({"eu-west-1": 0.020})
+    state.set_regions(["eu-west-1", "us-east-1"])
+    unavailable = ProbeResult.failure(ErrorKind.FAMILY_UNAVAILABLE, "connect: Network is unreachable")
+    with caplog.at_level("WARNING", logger="region_latency.state"):
+        state.record("us-east-1", unavailable)
+        state.record("us-east-1", unavailable)
+    assert len([r for r in caplog.records if "not available from here" in r.getMessage()]) == 1
+    snap = state.snapshot()
+    assert snap.tracker.regions.get("us-east-1") is None  # no failure counted: the tracker never heard of it
+    assert snap.failures_total == {}
+    assert "us-east-1" not in snap.last_probe
+    assert {e.region: e.state for e in snap.ranking.entries}["us-east-1"] is RegionState.UNMEASURED
+    regions = {r["region"]: r for r in regions_document([snap])["targets"][0]["regions"]}
+    assert regions["us-east-1"]["ip_family_unavailable"] == "connect: Network is unreachable"
+    assert regions["eu-west-1"]["ip_family_unavailable"] is None
+    state.record("us-east-1", ProbeResult(0.080, {"connect": 0.080}))  # the family works again
+    assert state.snapshot().family_unavailable == {}

@@ -155,6 +155,7 @@ def regions_document(snapshots: Sequence[TargetSnapshot], *, service: str | None
                 "last_sample_at": stats.last_sample_at if stats else None,
                 "consecutive_failures": stats.consecutive_failures if stats else 0,
                 "failures_total": stats.failures_total if stats else 0,
+                "ip_family_unavailable": snap.family_unavailable.get(entry.region),
                 "last_probe": None if last is None else {
                     "at": last.at,
                     "success": last.success,

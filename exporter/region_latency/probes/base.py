@@ -35,6 +35,14 @@ class ErrorKind(StrEnum):
     CREDENTIALS = "credentials"  # the api probe found no AWS credentials
     CONNECTION = "connection"  # the connection broke after it was established
     OTHER = "other"  # anything else; the detail says what
+    # The address family the target asked for (`ip_version`) cannot be used from here: the name has no address of
+    # it, or this host has no route or source address of it. Not counted as a failure of the region.
+    FAMILY_UNAVAILABLE = "ip_family_unavailable"
+
+
+FAMILY_UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+"""Connect errors that say this host cannot use the address family at all (no route of the family, no source
+address of it, the family disabled), as opposed to the region being unreachable (EHOSTUNREACH, timeouts)."""
 
 
 class ProbeOptions(BaseModel):
@@ -332,13 +340,15 @@ def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | N
 
     getaddrinfo cannot be interrupted, so it runs in a daemon thread that the probe stops waiting for
     at the deadline. The first address in the resolver's order (RFC 6724, as an SDK would connect)
-    of the wanted family wins. Failures raise ProbeError(DNS).
+    of the wanted family wins. Failures raise ProbeError(DNS); when a family was asked for and the name has
+    addresses of the other family only (or the host is an address of the other family), ProbeError(
+    FAMILY_UNAVAILABLE).
     """
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(ip_version or 0, socket.AF_UNSPEC)
     if is_ip_address(host):
         ip = ipaddress.ip_address(host)
         if ip_version is not None and ip.version != ip_version:
-            raise ProbeError(ErrorKind.DNS, f"{host} is not an IPv{ip_version} address")
+            raise ProbeError(ErrorKind.FAMILY_UNAVAILABLE, f"{host} is not an IPv{ip_version} address")
         return AddressLookup(host, socket.AF_INET6 if ip.version == 6 else socket.AF_INET, None)
     outcome: dict[str, Any] = {}
     done = threading.Event()
@@ -350,11 +360,19 @@ def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | N
         except (OSError, UnicodeError) as exc:
             outcome["error"] = exc
         outcome["seconds"] = time.perf_counter() - started
+        if family != socket.AF_UNSPEC and not outcome.get("infos"):  # any address at all? (not timed)
+            try:
+                outcome["other_family"] = bool(socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM))
+            except (OSError, UnicodeError):
+                outcome["other_family"] = False
         done.set()
 
     threading.Thread(target=lookup, name=f"resolve-{host}", daemon=True).start()
     if not done.wait(deadline.remaining()):
         raise ProbeError(ErrorKind.DNS, f"resolving {host} did not finish within {deadline.timeout:g}s")
+    if outcome.get("other_family"):
+        raise ProbeError(ErrorKind.FAMILY_UNAVAILABLE, f"{host} has no IPv{ip_version} address (only the other "
+                                                       f"family's)")
     if "error" in outcome:
         raise ProbeError(ErrorKind.DNS, f"cannot resolve {host}: {_gai_message(outcome['error'])}")
     infos = outcome["infos"]

@@ -54,6 +54,7 @@ from pydantic import PrivateAttr, field_validator, model_validator
 
 from region_latency._version import __version__
 from region_latency.probes.base import (
+    FAMILY_UNREACHABLE_ERRNOS,
     ConnectTiming,
     Deadline,
     Endpoint,
@@ -255,7 +256,7 @@ def _request(
         raise ProbeError(ErrorKind.TIMEOUT, _timeout_detail(trace.step, deadline)) from None
     except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
         phases.update(trace.phases())
-        raise ProbeError(*_classify(exc, trace.step, deadline)) from None
+        raise ProbeError(*_classify(exc, trace.step, deadline, options.ip_version is not None)) from None
     phases.update(trace.phases())
     phases.update(backend.stamps.phases())  # the socket stamps win where both exist
     phases["total"] = deadline.elapsed()
@@ -370,7 +371,7 @@ def _warm_request(
                 if kept.backend.stamps.connect is None and broken == 0 and not deadline.expired:
                     broken += 1  # a kept connection the server had closed: connect again
                     continue
-                raise ProbeError(*_classify(exc, trace.step, deadline)) from None
+                raise ProbeError(*_classify(exc, trace.step, deadline, options.ip_version is not None)) from None
             stamps = kept.backend.stamps
             if stamps.connect is not None and opened is None:
                 opened = stamps  # a new connection: its first request is not a warm one
@@ -418,10 +419,16 @@ _STEP_NAMES = {
 }
 
 
-def _classify(exc: BaseException, step: str, deadline: Deadline) -> tuple[ErrorKind, str]:
-    """Map an httpcore/socket failure to an ErrorKind, using the cause and the step it happened in."""
+def _classify(exc: BaseException, step: str, deadline: Deadline, family_asked: bool = False
+              ) -> tuple[ErrorKind, str]:
+    """Map an httpcore/socket failure to an ErrorKind, using the cause and the step it happened in.
+    `family_asked`: the target asked for an address family (`ip_version`): a connect error saying this host cannot
+    use it is `ip_family_unavailable`."""
     cause = exc.__cause__ or exc.__context__ or exc
     where = _STEP_NAMES.get(step, step)
+    if (family_asked and step == "connect_tcp" and isinstance(cause, OSError)
+            and cause.errno in FAMILY_UNREACHABLE_ERRNOS):
+        return ErrorKind.FAMILY_UNAVAILABLE, f"{where}: {describe(cause)}"
     if isinstance(cause, TimeoutError) or deadline.expired:
         return ErrorKind.TIMEOUT, _timeout_detail(step, deadline)
     if isinstance(cause, ssl.SSLError) or step == "start_tls":
