@@ -129,8 +129,7 @@ class TargetState:
             return
         now = self._clock()
         with self._lock:
-            if self._family_unavailable.pop(region, None) is not None:
-                log.info("%s: %s: the asked address family works again", self.info.name, region)
+            back = self._family_unavailable.pop(region, None) is not None
             self.tracker.record(region, result)
             self._probes_total[region] = self._probes_total.get(region, 0) + 1
             if result.latency is not None:
@@ -150,6 +149,8 @@ class TargetState:
             self._ranking = self.policy.evaluate(self.tracker.snapshot(), self._regions, now)
             self._generation += 1
             self._snapshot = None
+        if back:
+            log.info("%s: %s: the asked address family works again", self.info.name, region)
 
     def _record_family_unavailable(self, region: str, detail: str) -> None:
         """The address family the target asked for cannot be used from here: reported (once, and in snapshots),
