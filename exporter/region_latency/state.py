@@ -38,6 +38,7 @@ class TargetInfo:
     service: str
     probe: str
     measure: str | None = None  # the https probe's `measure` (ttfb, warm, cold); None for the other kinds
+    ip_family: str | None = None  # "ipv4" / "ipv6" for one family of a target with ip_families (a label then)
 
 
 @dataclass(frozen=True, slots=True)

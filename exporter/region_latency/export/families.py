@@ -49,10 +49,14 @@ class Kind(StrEnum):
 
 
 class Scope(Enum):
-    """Whose series a family holds: the labels every one of its samples starts with."""
+    """Whose series a family holds: the labels every one of its samples starts with.
 
-    TARGET = ("target", "service", "probe")
-    REGION = ("target", "service", "probe", "region")
+    `ip_family` is an optional label: its value is None (and the publishers leave the label out) unless the target
+    asked for `ip_families`, whose every family is a source of its own.
+    """
+
+    TARGET = ("target", "service", "probe", "ip_family")
+    REGION = ("target", "service", "probe", "ip_family", "region")
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -112,10 +116,10 @@ def _le_labels(buckets: tuple[float, ...]) -> tuple[str, ...]:
     return (*(repr(float(bound)) for bound in buckets), "+Inf")
 
 
-def target_identity(snap: TargetSnapshot) -> tuple[str, str, str]:
-    """The values of Scope.TARGET's labels for one snapshot."""
+def target_identity(snap: TargetSnapshot) -> tuple[str, str, str, str | None]:
+    """The values of Scope.TARGET's labels for one snapshot (ip_family None unless the target asked for it)."""
     info = snap.info
-    return info.name, info.service, info.probe
+    return info.name, info.service, info.probe, info.ip_family
 
 
 # --- readers: one per family, each walking one snapshot ---------------------------------------------------------

@@ -171,6 +171,7 @@ def regions_document(snapshots: Sequence[TargetSnapshot], *, service: str | None
             "service": snap.info.service,
             "probe": snap.info.probe,
             "measure": snap.info.measure,
+            "ip_family": snap.info.ip_family,
             "fastest": snap.ranking.fastest,
             "margin_seconds": snap.ranking.margin,
             "trust": trust_document(snap),
