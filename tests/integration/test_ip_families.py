@@ -103,3 +103,5 @@ def test_each_family_has_its_own_ema_and_label_and_a_missing_family_is_reported_
     failures = exporter.samples().get("region_latency_probe_failures_total", [])
     assert not [labels for labels, _ in failures if labels.get("region") == "eu-west-1"]
     assert exporter.log().count("not available from here") == 1
+    page = exporter.get("/").text
+    assert "https probe, ipv4" in page and "https probe, ipv6" in page and "id='dual@ipv6'" in page

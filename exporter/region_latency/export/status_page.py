@@ -119,9 +119,11 @@ def _target_section(snap: TargetSnapshot, recent: RecentProbes | None, now: floa
     head = ["Rank", "Region", "EMA", "Samples", "State", "Last sample", "Last error"]
     if recent is not None:
         head.append(f"Last {recent.per_region} probes")
+    family = f", {_e(info.ip_family)}" if info.ip_family else ""  # one section per family of ip_families
+    anchor = info.name if info.ip_family is None else f"{info.name}@{info.ip_family}"
     parts = [
-        f"<section><h2 id='{_e(info.name)}'>{_e(info.name)} "
-        f"<small>({_e(info.service)}, {_e(info.probe)} probe)</small></h2>",
+        f"<section><h2 id='{_e(anchor)}'>{_e(info.name)} "
+        f"<small>({_e(info.service)}, {_e(info.probe)} probe{family})</small></h2>",
         f"<p>{summary}</p>",
         *_untrusted_line(snap),
         "<div class='scroll'><table class='ranking'>",
