@@ -17,7 +17,6 @@ what `connect` was before) are recorded beside it, so the two clocks are compare
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -215,17 +214,11 @@ def errors(rounds: list[dict[str, float]], key: str, truth: float) -> list[float
     return [r[key] - truth for r in rounds if key in r]
 
 
-def _why(key: str, ours: float, theirs: float, stamps: float) -> str:
-    """Names the part of the goal a missed RTT failed when its numbers alone do not show it."""
+def _why(key: str, ours: float, theirs: float) -> str:
+    """Names the half of the goal a missed RTT failed when its numbers alone do not show it."""
     if abs(ours) <= abs(theirs) and key.startswith("tcp") and abs(ours) > TCP_GOAL:
         return ", over 0.3 ms"
-    if key.endswith("connect") and not math.isnan(stamps) and abs(ours) > KERNEL_GOAL * abs(stamps):
-        return f", over half of the stamps' {ms(stamps)}"
     return ""
-
-
-def _stamps_text(key: str, stamps: float) -> str:
-    return f" (stamps {ms(stamps)})" if key.endswith("connect") and not math.isnan(stamps) else ""
 
 
 def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, bb_version: str,
@@ -233,6 +226,7 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
     rows = []
     summary: dict[str, Any] = {}
     compared: dict[str, list[tuple[float, bool, float, float, float]]] = {}
+    halved: dict[str, list[tuple[float, bool, float, float, float]]] = {}  # kernel vs stamps, per connect
     for kind in ("tcp", "https"):
         for rtt in rtts:
             data = raw[kind][f"{rtt:g}"]
@@ -251,14 +245,14 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
                 # the same handshake on both clocks: what the kernel's timing leaves out (our wake-up)
                 paired = [r["connect_stamps"] - r["connect"] for r in ours_rounds
                           if "connect_stamps" in r and r.get("connect_kernel")]
-                if e_st:
-                    ok = ok and abs(m_ours) <= KERNEL_GOAL * abs(m_st)
+                half_ok = abs(m_ours) <= KERNEL_GOAL * abs(m_st) if e_st else None
                 rows.append([kind, f"{rtt * 1e3:g}", label, ms(m_ours), ms(percentile(e_ours, 90)),
                              ms(m_st) if e_st else "-", ms(percentile(e_st, 90)) if e_st else "-",
                              f"{kernel_share:.0%}" if kernel_share is not None else "-",
                              ms(median(paired)) if paired else "-", ms(m_bb),
                              ms(percentile(e_bb, 90)), f"{len(e_ours)}/{len(e_bb)}",
                              "info" if informational else ("**PASS**" if ok else "**MISS**"),
+                             "-" if half_ok is None else ("**PASS**" if half_ok else "**MISS**"),
                              ms(median(cpu)) if cpu else "-"])
                 summary[f"{kind}.{label}.{rtt:g}"] = {
                     "ours_median": m_ours, "blackbox_median": m_bb, "ours_p90": percentile(e_ours, 90),
@@ -269,22 +263,25 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
                     "stamps_minus_kernel_median": median(paired) if paired else None}
                 if not informational:
                     compared.setdefault(f"{kind} {label}", []).append((rtt, ok, m_ours, m_bb, m_st))
+                if half_ok is not None:
+                    halved.setdefault(f"{kind} {label}", []).append((rtt, half_ok, m_ours, m_bb, m_st))
             if any(data["failures"].values()):
                 summary[f"{kind}.failures.{rtt:g}"] = data["failures"]
     goals = []
     for key, results in compared.items():
         misses = [r for r in results if not r[1]]
-        if key.endswith("connect"):  # where the kernel's lead over the stamps is smallest
-            shown = misses or [max(results, key=lambda r: abs(r[2]) / max(abs(r[4]), 1e-9))]
-        else:  # where ours leads blackbox least
-            shown = misses or [min(results, key=lambda r: abs(r[3]) - abs(r[2]))]
-
-        text = "; ".join(f"RTT {rtt * 1e3:g}: ours {ms(mo)}{_stamps_text(key, mst)} vs blackbox {ms(mb)}"
-                         f"{_why(key, mo, mb, mst)}" for rtt, _, mo, mb, mst in shown)
+        shown = misses or [min(results, key=lambda r: abs(r[3]) - abs(r[2]))]  # else where ours leads least
+        text = "; ".join(f"RTT {rtt * 1e3:g}: ours {ms(mo)} vs blackbox {ms(mb)}{_why(key, mo, mb)}"
+                         for rtt, _, mo, mb, _ in shown)
         goal = "median error ≤ blackbox's at every RTT" + (" and ≤ 0.3 ms" if key.startswith("tcp") else "")
-        if key.endswith("connect"):
-            goal += " and ≤ half the stamps' (tcpi_rtt)"
         goals.append(Goal(what=f"accuracy, {key}", goal=goal,
+                          measured=f"{'miss at' if misses else 'closest at'} {text} (ms)", passed=not misses))
+    for key, results in halved.items():
+        misses = [r for r in results if not r[1]]
+        shown = misses or [max(results, key=lambda r: abs(r[2]) / max(abs(r[4]), 1e-9))]  # else the closest
+        text = "; ".join(f"RTT {rtt * 1e3:g}: tcpi_rtt {ms(mo)} vs stamps {ms(mst)}" for rtt, _, mo, _, mst in shown)
+        goals.append(Goal(what=f"accuracy, {key}: kernel-timed (tcpi_rtt) vs stamps",
+                          goal="median error ≤ half the stamps' at every RTT (same handshakes)",
                           measured=f"{'miss at' if misses else 'closest at'} {text} (ms)", passed=not misses))
     lateness = (f"Delay line during the run: {line_stats.forwarded} packets, release lateness p50 "
                 f"{ms(line_stats.lateness_p50 or 0)} ms, p99 {ms(line_stats.lateness_p99 or 0)} ms, max "
@@ -305,7 +302,7 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
         "",
         md_table(["probe", "RTT ms", "phase", "ours median", "ours p90", "stamps median", "stamps p90",
                   "kernel-timed", "stamps - kernel, same handshake", "blackbox median", "blackbox p90", "n ours/bb",
-                  "goal", "our handshake CPU median"],
+                  "ours ≤ blackbox", "tcpi_rtt ≤ ½ stamps", "our handshake CPU median"],
                  rows),
         "",
         "Our `connect` (tcp and https) is the kernel's own SYN → SYN-ACK round trip, TCP_INFO `tcpi_rtt`, where "
@@ -313,8 +310,10 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
         "`stamps` are the same handshakes timed as `connect` was before, from the SYN handed to the kernel to the "
         "wake-up at which the connect completed; `stamps - kernel` is the median, over the same handshakes, of what "
         "the stamps hold beyond the kernel's figure (this process's wake-up; negative when the stamp after "
-        "`connect()` was itself late). Goal for `connect`: ours ≤ blackbox's, ≤ half the stamps' (and "
-        "≤ 0.3 ms for tcp). "
+        "`connect()` was itself late). Goals for `connect`: ours ≤ blackbox's (and ≤ 0.3 ms for tcp); "
+        "tcpi_rtt's error ≤ half the stamps'. The kernel's figure holds no wake-up of this process: what is left "
+        "of its error is the delay line's own (each packet crosses two TUN devices and waits for the user-space "
+        "line to wake up and read it, in both directions), which is in every contender's error alike. "
         "Our https phases are stamped at the socket calls: `tls` from "
         "the ClientHello handed to the kernel to the arrival of the server's last handshake flight (the client's "
         "own handshake CPU before and after is left out; blackbox's TLSHandshakeStart/Done include its own), "
