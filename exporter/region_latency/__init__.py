@@ -1,7 +1,8 @@
 """region_latency: measure latency to AWS regional endpoints, keep a per-region EMA, rank regions fastest first.
 
-The library API is what `__all__` names: the tracker, the caches it persists to, and passive instrumentation of
-an application's own boto3 clients. Every other module (config, probes, scheduler, export, cli, ...) is the
+The library API is what `__all__` names: the tracker, the caches it persists to, passive instrumentation of
+an application's own boto3 clients, and the tracker's OpenTelemetry instruments on the application's own
+MeterProvider (`instrument_tracker`). Every other module (config, probes, scheduler, export, cli, ...) is the
 exporter's inside and may change without notice.
 """
 
@@ -14,6 +15,7 @@ from region_latency.measure import RegionLatencyTracker
 from region_latency.tracker import RegionStats, TrackerSnapshot
 
 if TYPE_CHECKING:
+    from region_latency.otel import instrument_tracker
     from region_latency.passive import instrument
 
 
@@ -29,6 +31,7 @@ __all__ = [
     "TrackerSnapshot",
     "__version__",
     "instrument",
+    "instrument_tracker",
 ]
 
 
@@ -39,4 +42,8 @@ def __getattr__(name: str) -> object:
         from region_latency.passive import instrument
 
         return instrument
+    if name == "instrument_tracker":  # the OpenTelemetry SDK only for applications that ask for it
+        from region_latency.otel import instrument_tracker
+
+        return instrument_tracker
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

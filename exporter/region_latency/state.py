@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from region_latency.probes.base import ErrorKind, ProbeResult
-from region_latency.ranking import EMPTY_RANKING, PlainRanking, Ranking, RankingPolicy
+from region_latency.ranking import EMPTY_RANKING, PlainRanking, Ranking, RankingPolicy, RegionState
 from region_latency.tracker import RegionLatencyTracker, TrackerSnapshot
 from region_latency.trust import NOTHING_CHECKED, TrustCheck
 from region_latency.trust import check as check_trust
@@ -147,11 +147,13 @@ class TargetState:
                 detail=result.detail,
                 connect_timing=result.connect_timing,
             )
-            self._ranking = self.policy.evaluate(self.tracker.snapshot(), self._regions, now)
+            before, self._ranking = self._ranking, self.policy.evaluate(self.tracker.snapshot(), self._regions, now)
             self._generation += 1
             self._snapshot = None
+            changes = ranking_changes(self.info, before, self._ranking, self._last_probe)
         if back:
-            log.info("%s: %s: the asked address family works again", self.info.name, region)
+            log.info("address family available again", extra=self._family_fields(region, "answering again"))
+        log_changes(changes)
 
     def _record_family_unavailable(self, region: str, detail: str) -> None:
         """The address family the target asked for cannot be used from here: reported (once, and in snapshots),
@@ -162,19 +164,25 @@ class TargetState:
             self._family_unavailable[region] = detail
             self._generation += 1
             self._snapshot = None
-        if first:
-            log.warning("%s: %s: the asked address family is not available from here, not a failing region "
-                        "(reported once): %s", self.info.name, region, detail)
+        if first:  # once per change, as every state log line: not a failing region, not one line per probe
+            log.warning("address family not available from here", extra=self._family_fields(region, detail))
+
+    def _family_fields(self, region: str, reason: str) -> dict[str, object]:
+        return {"target": self.info.name, "region": region, "ip_family": self.info.ip_family or "asked by ip_version",
+                "reason": reason}
 
     def reevaluate(self, now: float | None = None) -> None:
         """Re-rank without a new result (clock-driven: staleness); publishes only if the ranking changed."""
         with self._lock:
             ranking = self.policy.evaluate(self.tracker.snapshot(), self._regions,
                                            self._clock() if now is None else now)
-            if ranking != self._ranking:
-                self._ranking = ranking
-                self._generation += 1
-                self._snapshot = None
+            if ranking == self._ranking:
+                return
+            before, self._ranking = self._ranking, ranking
+            self._generation += 1
+            self._snapshot = None
+            changes = ranking_changes(self.info, before, ranking, self._last_probe)
+        log_changes(changes)
 
     def set_regions(self, regions: Sequence[str], policy: RankingPolicy | None = None) -> None:
         """Change the probed regions (a reload): state of kept regions survives, dropped ones go."""
@@ -221,3 +229,61 @@ def trust_of(tracker: TrackerSnapshot, regions: Sequence[str]) -> TrustCheck:
     emas = {region: stats.ema for region in regions
             if (stats := tracker.regions.get(region)) is not None and stats.ema is not None}
     return check_trust(emas)
+
+
+# --- what an operator reads at 3 a.m.: one line per change of a region's state, never one per probe ---------------
+
+_Change = tuple[int, str, dict[str, object]]  # (log level, message, extra fields)
+
+
+def ranking_changes(info: TargetInfo, before: Ranking, after: Ranking,
+                    last_probe: Mapping[str, LastProbe]) -> list[_Change]:
+    """The log lines for what changed from `before` to `after`: a region failing, recovering or going stale, and
+    the #1 taken or lost. Computed under the state's lock, logged after it (log_changes)."""
+    out: list[_Change] = []
+    old = {entry.region: entry for entry in before.entries}
+    for entry in after.entries:
+        was = old.get(entry.region)
+        previous = was.state if was is not None else None
+        if previous is None or previous is entry.state:
+            continue
+        fields: dict[str, object] = {"target": info.name, "region": entry.region, "state": entry.state.value,
+                                     "previous": previous.value}
+        if entry.state is RegionState.FAILING:
+            fields["reason"] = _failure_reason(last_probe.get(entry.region))
+            out.append((logging.WARNING, "region failing", fields))
+        elif entry.state is RegionState.STALE:
+            fields["reason"] = "no latency sample within the staleness limit (ttl)"
+            out.append((logging.WARNING, "region stale", fields))
+        elif entry.state is RegionState.HEALTHY and previous in (RegionState.FAILING, RegionState.STALE):
+            fields["reason"] = f"answering again after being {previous.value}"
+            out.append((logging.INFO, "region recovered", fields))
+    if before.fastest != after.fastest:
+        fields = {"target": info.name, "region": after.fastest or "none", "previous": before.fastest or "none"}
+        new = next((e for e in after.entries if e.region == after.fastest), None)
+        lost = next((e for e in after.entries if e.region == before.fastest), None)
+        if after.fastest is None:
+            fields["reason"] = "no region is ranked"
+        elif lost is None or before.fastest is None:
+            fields["reason"] = "first ranked region" if before.fastest is None else "previous #1 no longer probed"
+        elif lost.rank is None:
+            fields["reason"] = f"previous #1 is {lost.state.value}"
+        elif (last := last_probe.get(lost.region)) is not None and not last.success:
+            fields["reason"] = f"previous #1 failed a probe ({_failure_reason(last)})"
+        else:
+            fields["reason"] = "faster by the switch margin"
+        if new is not None and new.ema is not None:
+            fields["ema_seconds"] = round(new.ema, 6)
+        out.append((logging.INFO, "fastest region changed", fields))
+    return out
+
+
+def _failure_reason(last: LastProbe | None) -> str:
+    if last is None or last.success:
+        return "failing"
+    return f"{last.error or 'error'}: {last.detail}" if last.detail else str(last.error or "error")
+
+
+def log_changes(changes: Sequence[_Change]) -> None:
+    for level, message, fields in changes:
+        log.log(level, message, extra=fields)

@@ -165,12 +165,14 @@ def test_fast_samples_are_coalesced_and_flush_saves_the_rest() -> None:
     for i in range(5000):
         tracker.update_latency("r", 0.001 * (i % 10))
     assert cache.written.wait(5)  # the first save happens promptly, on the saver thread
-    assert cache.writes == 1
     tracker.flush()
-    assert cache.writes == 2
+    # the prompt first save, plus one for what came after it (none when the saver thread started late, on a
+    # busy machine): never a write per sample
+    assert cache.writes in (1, 2)
     assert cache.get(CACHE_KEY)["counts"] == {"r": 5000}
+    writes = cache.writes
     tracker.flush()  # nothing pending: no write
-    assert cache.writes == 2
+    assert cache.writes == writes
     tracker.close()
 
 

@@ -141,10 +141,15 @@ class ExporterRegistry:
         return self.registry.collect()
 
 
-def build_registry(snapshots: Callable[[], Sequence[TargetSnapshot]]) -> ExporterRegistry:
-    """Registries of our own (not the global default): the exporter's families, then build info and process."""
+def build_registry(snapshots: Callable[[], Sequence[TargetSnapshot]],
+                   extra: Sequence[Collector] = ()) -> ExporterRegistry:
+    """Registries of our own (not the global default): the exporter's families, then build info and process.
+
+    `extra` collectors (the exporter's own status) join the runtime part: rendered at most once a second."""
     runtime = CollectorRegistry(auto_describe=True)  # learns the process/GC family names, for name[] filters
     runtime.register(BuildInfoCollector())
+    for collector in extra:
+        runtime.register(collector)
     ProcessCollector(registry=runtime)
     PlatformCollector(registry=runtime)
     GCCollector(registry=runtime)
