@@ -169,6 +169,14 @@ def alert_groups() -> list[dict[str, Any]]:
                "#1 of {{ $labels.target }} ({{ $labels.region }}) leads #2 by only"
                " {{ $value | humanizePercentage }} of its EMA (less than <<margin_min_ratio>>); #1 may change soon"
                f" ({seen_from})."),
+        _alert("RegionLatencyMeasurementsUntrusted", "region_latency_measurements_untrusted == 1",
+               "<<untrusted_for>>", "warning",
+               "The latencies of {{ $labels.target }} cannot be the regions'",
+               "The latency EMAs of {{ $labels.region_a }} and {{ $labels.region_b }} for {{ $labels.target }}"
+               " ({{ $labels.service }}/{{ $labels.probe }}) sum to less than light in fibre needs between the two"
+               " regions ({{ $labels.reason }}): something near the exporter answers for them (an HTTPS proxy, a"
+               " NAT or load balancer that terminates TCP, a VPN); the ranking is not the regions' (flag"
+               f" {{{{ $value }}}}; /regions has the measured sum and the bound; {seen_from})."),
         _alert("RegionLatencyExporterDown", "up{job=~\"<<job_regex>>\"} == 0",
                "<<exporter_down_for>>", "critical",
                "region-latency-exporter {{ $labels.instance }} is down",

@@ -41,9 +41,14 @@ def cache_prefix(info: TargetInfo) -> str:
 
     Not the name alone: a target renamed, or given another service or probe kind under the same name, measures
     something else, and must not start from the old averages (a tcp connect EMA is not an https ttfb EMA).
-    Service names and probe kinds hold no `:`, so the key reads back unambiguously from the right.
+    Service names and probe kinds hold no `:`, so the key reads back unambiguously from the right. An https
+    target measuring `warm` or `cold` keeps its averages apart too (`...:https+warm`): neither is a ttfb EMA; so
+    does each IP family of a target with `ip_families` (`...:tcp+ipv6`).
     """
-    return f"{info.name}:{info.service}:{info.probe}"
+    probe = info.probe if info.measure in (None, "ttfb") else f"{info.probe}+{info.measure}"
+    if info.ip_family is not None:  # one EMA per family: `...:https+ipv6`
+        probe = f"{probe}+{info.ip_family}"
+    return f"{info.name}:{info.service}:{probe}"
 
 
 @dataclass(frozen=True)
@@ -240,7 +245,7 @@ class Exporter:
         ranking = resolved.config.ranking
         jobs = []
         for target in resolved.targets:
-            name, config = target.name, target.config
+            name, config = target.key, target.config  # key: the name, or name@family for one IP family
             regions, targets = list(target.regions), target.probe_targets()
             policy = policy_for(ranking, config.interval)
             # A reload with the same ranking settings keeps the policy: its #1 and ejection history survive.
@@ -248,7 +253,8 @@ class Exporter:
             keep_policy = self._policy_keys.get(name) == policy_key
             self._policy_keys[name] = policy_key
             state = self.states.get(name)
-            info = TargetInfo(name=name, service=config.service, probe=config.probe)
+            info = TargetInfo(name=target.name, service=config.service, probe=config.probe,
+                              measure=getattr(config.options, "measure", None), ip_family=target.ip_family)
             if state is None or state.info != info:
                 if state is not None:
                     self._retire(state.tracker)
@@ -270,7 +276,7 @@ class Exporter:
                     timeout=config.timeout,
                     on_result=_recorder(state, region, self.recent, self._on_result),
                 ))
-        for name in set(self.states) - {t.name for t in resolved.targets}:
+        for name in set(self.states) - {t.key for t in resolved.targets}:
             self._retire(self.states.pop(name).tracker)
             self._targets.pop(name, None)
             self._policy_keys.pop(name, None)

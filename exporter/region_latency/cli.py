@@ -322,11 +322,13 @@ def _probe_target(target: ResolvedTarget, count: int, concurrency: int) -> dict[
             "errors": len(errors[region]),
             "last_error": errors[region][-1] if errors[region] else None,
         })
-    return {"name": config.name, "service": config.service, "probe": config.probe, "regions": rows}
+    return {"name": config.name, "service": config.service, "probe": config.probe, "ip_family": target.ip_family,
+            "regions": rows}
 
 
 def _print_table(entry: dict[str, Any]) -> None:
-    click.echo(f"{entry['name']} ({entry['service']}, {entry['probe']} probe)")
+    family = f", {entry['ip_family']}" if entry.get("ip_family") else ""
+    click.echo(f"{entry['name']} ({entry['service']}, {entry['probe']} probe{family})")
     click.echo(f"{'rank':>4}  {'region':<18} {'median':>10} {'ema':>10} {'ok':>5} {'err':>5}  last error")
     for row in entry["regions"]:
         median = "" if row["median_seconds"] is None else f"{row['median_seconds'] * 1000:.1f} ms"

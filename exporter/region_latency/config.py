@@ -178,6 +178,7 @@ class TargetConfig(_Model):
     endpoints: dict[str, str] = Field(default_factory=dict)
     fips: bool = False
     dualstack: bool = False
+    ip_families: tuple[Literal["ipv4", "ipv6"], ...] = ()  # probe each region once per family (label ip_family)
     interval: float = 30.0
     timeout: float = 5.0
     options: ProbeOptions = Field(default=None, validate_default=True)  # the probe kind's own model
@@ -244,6 +245,23 @@ class TargetConfig(_Model):
     def _dump_options(self, options: ProbeOptions) -> dict[str, Any]:
         return options.model_dump(exclude_unset=True)
 
+    @field_validator("ip_families", mode="before")
+    @classmethod
+    def _ip_families(cls, value: Any) -> Any:
+        value = _none_as_empty(value, [])
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"ip_families must be a list of ipv4 and/or ipv6, not {value!r}")
+        names = {4: "ipv4", 6: "ipv6", "4": "ipv4", "6": "ipv6", "ipv4": "ipv4", "ipv6": "ipv6"}
+        families: list[str] = []
+        for i, item in enumerate(value):
+            family = names.get(item) if isinstance(item, int | str) and not isinstance(item, bool) else None
+            if family is None:
+                raise _FieldError((i,), f"unknown IP family {item!r} (use ipv4 or ipv6)")
+            if family in families:
+                raise _FieldError((i,), f"IP family {family} is listed twice")
+            families.append(family)
+        return tuple(families)
+
     @field_validator("interval", "timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
@@ -253,6 +271,17 @@ class TargetConfig(_Model):
         if seconds > MAX_INTERVAL:
             raise ValueError(f"must be at most {format_duration(MAX_INTERVAL)} (got {value!r})")
         return seconds
+
+    @model_validator(mode="after")
+    def _families_fit_the_probe(self) -> TargetConfig:
+        if not self.ip_families:
+            return self
+        if "ip_version" not in type(self.options).model_fields:
+            raise _FieldError(("ip_families",), f"the {self.probe} probe cannot choose an address family "
+                                                f"(use tcp or https)")
+        if getattr(self.options, "ip_version", None) is not None:
+            raise _FieldError(("ip_families",), "give options.ip_version or ip_families, not both")
+        return self
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> TargetConfig:

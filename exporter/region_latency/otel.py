@@ -25,7 +25,7 @@ from opentelemetry.metrics import MeterProvider
 from region_latency.export.families import TARGET_FAMILIES, AnyFamily, HistogramFamily
 from region_latency.export.otel import SCOPE_NAME, SnapshotInstruments
 from region_latency.ranking import PlainRanking, RankingPolicy
-from region_latency.state import TargetInfo, TargetSnapshot
+from region_latency.state import TargetInfo, TargetSnapshot, trust_of
 from region_latency.tracker import LatencyTracker
 
 # Families read from probe bookkeeping that a tracker alone does not keep (they would show zeros or nothing).
@@ -50,7 +50,7 @@ def tracker_snapshots(tracker: LatencyTracker, info: TargetInfo, *, regions: Seq
         names = tuple(regions) if regions is not None else tuple(snap.regions)
         return [TargetSnapshot(info=info, regions=names, tracker=snap, ranking=rank.evaluate(snap, names, clock()),
                                last_probe=empty, histograms=empty, probes_total=empty, failures_total=empty,
-                               generation=0)]
+                               generation=0, trust=trust_of(snap, names))]
 
     return snapshots
 

@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from region_latency.probes.base import ProbeResult
+from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import EMPTY_RANKING, PlainRanking, Ranking, RankingPolicy, RegionState
 from region_latency.tracker import RegionLatencyTracker, TrackerSnapshot
+from region_latency.trust import NOTHING_CHECKED, TrustCheck
+from region_latency.trust import check as check_trust
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ class TargetInfo:
     name: str
     service: str
     probe: str
+    measure: str | None = None  # the https probe's `measure` (ttfb, warm, cold); None for the other kinds
+    ip_family: str | None = None  # "ipv4" / "ipv6" for one family of a target with ip_families (a label then)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class LastProbe:
     status: int | None
     error: str | None
     detail: str
+    connect_timing: str | None = None  # which clock timed phases["connect"]: "kernel" (tcpi_rtt) or "stamps"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,9 @@ class TargetSnapshot:
     probes_total: Mapping[str, int]
     failures_total: Mapping[tuple[str, str], int]  # (region, reason) -> count
     generation: int
+    trust: TrustCheck = NOTHING_CHECKED  # whether the regions' EMAs can be real (region_latency.trust)
+    # region -> why the address family its target asked for (ip_version) cannot be used from here
+    family_unavailable: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(slots=True)
@@ -105,6 +113,7 @@ class TargetState:
         self._histograms: dict[str, _Histogram] = {}
         self._probes_total: dict[str, int] = {}
         self._failures_total: dict[tuple[str, str], int] = {}
+        self._family_unavailable: dict[str, str] = {}
         self._generation = 0
         self._snapshot: TargetSnapshot | None = None
         with self._lock:
@@ -116,8 +125,12 @@ class TargetState:
 
     def record(self, region: str, result: ProbeResult) -> None:
         """Fold one probe result into the tracker, the counters and the ranking, atomically."""
+        if result.error == ErrorKind.FAMILY_UNAVAILABLE:
+            self._record_family_unavailable(region, result.detail)
+            return
         now = self._clock()
         with self._lock:
+            back = self._family_unavailable.pop(region, None) is not None
             self.tracker.record(region, result)
             self._probes_total[region] = self._probes_total.get(region, 0) + 1
             if result.latency is not None:
@@ -132,12 +145,31 @@ class TargetState:
                 status=result.status,
                 error=None if result.error is None else str(result.error),
                 detail=result.detail,
+                connect_timing=result.connect_timing,
             )
             before, self._ranking = self._ranking, self.policy.evaluate(self.tracker.snapshot(), self._regions, now)
             self._generation += 1
             self._snapshot = None
             changes = ranking_changes(self.info, before, self._ranking, self._last_probe)
+        if back:
+            log.info("address family available again", extra=self._family_fields(region, "answering again"))
         log_changes(changes)
+
+    def _record_family_unavailable(self, region: str, detail: str) -> None:
+        """The address family the target asked for cannot be used from here: reported (once, and in snapshots),
+        not counted as the region failing. The tracker, failure counters and last probe are left as they were."""
+        with self._lock:
+            self._probes_total[region] = self._probes_total.get(region, 0) + 1
+            first = region not in self._family_unavailable
+            self._family_unavailable[region] = detail
+            self._generation += 1
+            self._snapshot = None
+        if first:  # once per change, as every state log line: not a failing region, not one line per probe
+            log.warning("address family not available from here", extra=self._family_fields(region, detail))
+
+    def _family_fields(self, region: str, reason: str) -> dict[str, object]:
+        return {"target": self.info.name, "region": region, "ip_family": self.info.ip_family or "asked by ip_version",
+                "reason": reason}
 
     def reevaluate(self, now: float | None = None) -> None:
         """Re-rank without a new result (clock-driven: staleness); publishes only if the ranking changed."""
@@ -161,6 +193,7 @@ class TargetState:
                 self._last_probe.pop(region, None)
                 self._histograms.pop(region, None)
                 self._probes_total.pop(region, None)
+                self._family_unavailable.pop(region, None)
                 for key in [k for k in self._failures_total if k[0] == region]:
                     del self._failures_total[key]
             self._regions = tuple(regions)
@@ -174,18 +207,28 @@ class TargetState:
         """The current state; the same object is returned until the next update."""
         with self._lock:
             if self._snapshot is None:
+                tracker = self.tracker.snapshot()
                 self._snapshot = TargetSnapshot(
                     info=self.info,
                     regions=self._regions,
-                    tracker=self.tracker.snapshot(),
+                    tracker=tracker,
                     ranking=self._ranking if self._regions else EMPTY_RANKING,
                     last_probe=MappingProxyType(dict(self._last_probe)),
                     histograms=MappingProxyType({r: h.freeze() for r, h in self._histograms.items()}),
                     probes_total=MappingProxyType(dict(self._probes_total)),
                     failures_total=MappingProxyType(dict(self._failures_total)),
                     generation=self._generation,
+                    trust=trust_of(tracker, self._regions),
+                    family_unavailable=MappingProxyType(dict(self._family_unavailable)),
                 )
             return self._snapshot
+
+
+def trust_of(tracker: TrackerSnapshot, regions: Sequence[str]) -> TrustCheck:
+    """The physics check (region_latency.trust) of the EMAs of `regions`, in their order."""
+    emas = {region: stats.ema for region in regions
+            if (stats := tracker.regions.get(region)) is not None and stats.ema is not None}
+    return check_trust(emas)
 
 
 # --- what an operator reads at 3 a.m.: one line per change of a region's state, never one per probe ---------------

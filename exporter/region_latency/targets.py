@@ -9,6 +9,7 @@ hands its answers to `resolve_targets`, so that the serving process never loads 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Mapping, Sequence
@@ -37,17 +38,27 @@ class PlacementError(ValueError):
         super().__init__(problem)
 
 
+FAMILY_VERSIONS: Mapping[str, int] = MappingProxyType({"ipv4": 4, "ipv6": 6})
+
+
 @dataclass(frozen=True, slots=True)
 class ResolvedTarget:
-    """One configured target with its regions and endpoint URLs worked out."""
+    """One configured target with its regions and endpoint URLs worked out; for a target with `ip_families`, one
+    of these per family (`ip_family`), each probing every region over that family only."""
 
     config: TargetConfig
     regions: tuple[str, ...]
     urls: Mapping[str, str]
+    ip_family: str | None = None  # "ipv4" or "ipv6" when the target asked for families
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def key(self) -> str:
+        """Unique among the resolved targets: the name, plus `@<family>` for one family of a target."""
+        return self.name if self.ip_family is None else f"{self.name}@{self.ip_family}"
 
     def endpoint_for(self, region: str) -> str:
         """The URL probed in `region`: the explicit endpoint if given, else botocore's (KeyError if not probed)."""
@@ -56,13 +67,22 @@ class ResolvedTarget:
     def probe_targets(self) -> dict[str, Target]:
         """region -> the probe `Target` (with the kind's typed options, validated at load), in probe order."""
         options = self.config.options
+        if self.ip_family is not None:  # the family's probes: ip_version fixed (the kinds that take one)
+            options = options.model_copy(update={"ip_version": FAMILY_VERSIONS[self.ip_family]})
         return {region: Target(service=self.config.service, region=region, url=self.urls[region], options=options)
                 for region in self.regions}
+
+    def per_family(self) -> tuple[ResolvedTarget, ...]:
+        """This target as probed: itself, or one copy per asked IP family (`ip_families`)."""
+        if not self.config.ip_families:
+            return (self,)
+        return tuple(dataclasses.replace(self, ip_family=family) for family in self.config.ip_families)
 
 
 @dataclass(frozen=True, slots=True)
 class ResolvedConfig:
-    """A configuration and its resolved targets, in the configuration's order."""
+    """A configuration and its resolved targets, in the configuration's order (a target with `ip_families`: one
+    per family, in the order given)."""
 
     config: Config
     targets: tuple[ResolvedTarget, ...]
@@ -119,8 +139,10 @@ def place(*, service: str, partition: str, regions: str | Sequence[str], exclude
 
 
 def placement_request(target: TargetConfig) -> dict[str, Any]:
-    """The keyword arguments of `place` for `target`, as JSON-ready data."""
+    """The keyword arguments of `place` for `target`, as JSON-ready data. A target probing IPv6 (`ip_families`)
+    gets the dual-stack endpoints, as `dualstack: true` would: the default ones have IPv4 addresses only."""
     data = target.model_dump(mode="json", include=set(PLACEMENT_FIELDS))
+    data["dualstack"] = bool(data["dualstack"]) or "ipv6" in target.ip_families
     return {key: data[key] for key in PLACEMENT_FIELDS}
 
 
@@ -148,13 +170,13 @@ def resolve_targets(config: Config, source: str = "config",
     """Every target of `config` resolved, in order; ConfigError (one line, named after `source`) for the first
     that cannot be. `placements` (per target, in order, from region_latency.resolve's child; a PlacementError
     where `place` failed, the list ending there) skip botocore."""
-    resolved = []
+    resolved: list[ResolvedTarget] = []
     for i, target in enumerate(config.targets):
         try:
             given = placements[i] if placements is not None else None
             if isinstance(given, PlacementError):
                 raise given
-            resolved.append(resolve_target(target, given))
+            resolved.extend(resolve_target(target, given).per_family())
         except PlacementError as exc:
             raise ConfigError.at(source, ("targets", i, *exc.path), exc.problem) from None
     return ResolvedConfig(config=config, targets=tuple(resolved))

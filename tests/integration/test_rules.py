@@ -73,7 +73,7 @@ def test_every_rule_evaluates_without_error(stack: RulesStack) -> None:
     rules = stack.wait("every rule evaluated once", evaluated)
     failed = {rule["name"]: rule.get("lastError") for rule in rules if rule["health"] != "ok"}
     assert not failed
-    assert len(rules) == 28
+    assert len(rules) == 29
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=[path.stem for path in DASHBOARDS])
@@ -148,3 +148,19 @@ def _substitute(expr: str, values: dict[str, str]) -> str:
     assert "$" not in out, f"unknown variable in {expr}"
     return out
 
+
+
+def test_stand_ins_answering_for_far_apart_regions_are_flagged_untrusted(stack: RulesStack) -> None:
+    """The stand-in regions all answer from this machine: eu-west-1 (10 ms) and ap-south-1 (45 ms) sum to less
+    than light in fibre needs between Dublin and Mumbai (about 80 ms), so both exporters publish the flag and the
+    alert goes pending (its `for` is minutes)."""
+    flags = stack.wait("region_latency_measurements_untrusted from both vantage points",
+                       lambda: _both_vantages([{"labels": r["metric"]} for r in
+                                               stack.query("region_latency_measurements_untrusted == 1")]))
+    for flag in flags:
+        labels = flag["labels"]
+        assert labels["target"] == TARGET and labels["reason"] == "faster_than_light"
+        assert {labels["region_a"], labels["region_b"]} == {"ap-south-1", "eu-west-1"}
+    alerts = stack.wait("RegionLatencyMeasurementsUntrusted pending or firing at both vantage points",
+                        lambda: _both_vantages(stack.alerts("RegionLatencyMeasurementsUntrusted")))
+    assert {alert["state"] for alert in alerts} <= {"pending", "firing"}

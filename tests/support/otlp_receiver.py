@@ -148,7 +148,9 @@ def as_prometheus(received: Received, *, histogram: bool = True) -> dict[SampleK
         kind = metric.WhichOneof("data")
         for point in getattr(metric, kind).data_points:
             labels = {labels_of[key]: str(value) for key, value in attributes(point).items()}
-            assert set(labels) == set(family.labels), (name, labels)
+            # every label of the family, but the optional ip_family (present only for a target with ip_families)
+            assert set(labels) <= set(family.labels) and set(family.labels) - set(labels) <= {"ip_family"}, (
+                name, labels)
             if isinstance(family, HistogramFamily):
                 if not histogram:
                     continue

@@ -219,9 +219,11 @@ class _ThreadedServer(socketserver.ThreadingTCPServer):
     daemon_threads = False  # joined on close: no thread outlives the server
     block_on_close = True
 
-    def __init__(self, owner: HttpServer) -> None:
+    def __init__(self, owner: HttpServer, host: str = LOCALHOST, port: int = 0) -> None:
         self.owner = owner
-        super().__init__((LOCALHOST, 0), _Handler)
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients hanging up, failing TLS or timing out are what these tests provoke: stay quiet."""
@@ -234,6 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         owner = self.server.owner
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with owner._lock:
+            owner.accepted += 1
         owner._connections.add(self.request)
         if owner.tls is not None:
             raw = self.request
@@ -304,14 +308,17 @@ class HttpServer:
     Every request is appended to `requests`. Keep-alive is supported, as boto3 pools connections.
     """
 
-    def __init__(self, reply: Responder | None = None, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, reply: Responder | None = None, *, tls: ssl.SSLContext | None = None, host: str = LOCALHOST,
+                 port: int = 0) -> None:
+        """`host` and `port`: where to listen (default 127.0.0.1, a free port; "::1" for IPv6 loopback)."""
         self.tls = tls
         self.requests: list[RecordedRequest] = []
+        self.accepted = 0  # connections accepted (keep-alive: fewer than requests)
         self._reply: Responder = reply if reply is not None else Reply()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._connections = _Connections()
-        self._server = _ThreadedServer(self)
+        self._server = _ThreadedServer(self, host, port)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"http-{self.port}", daemon=True
@@ -340,6 +347,10 @@ class HttpServer:
             self.requests.append(request)
             reply = self._reply
         return reply(request) if callable(reply) else reply
+
+    def drop_connections(self) -> None:
+        """Close every open connection from the server's side (as a server ends idle keep-alive connections)."""
+        self._connections.shutdown_all()
 
     def close(self) -> None:
         """Release hanging replies, stop accepting, wake blocked connections, join every thread."""

@@ -12,9 +12,9 @@ from region_latency.probes.base import ProbeResult
 from region_latency.state import TargetInfo
 
 
-def write(path: Path, cache: Path, probe: str, service: str = "bedrock-runtime") -> None:
+def write(path: Path, cache: Path, probe: str, service: str = "bedrock-runtime", **options: str) -> None:
     target = {"name": "t", "service": service, "probe": probe, "regions": [],
-              "endpoints": {"r1": "https://127.0.0.1:1"}, "interval": "600s", "timeout": "1s"}
+              "endpoints": {"r1": "https://127.0.0.1:1"}, "interval": "600s", "timeout": "1s", "options": options}
     path.write_text(yaml.safe_dump({"listen": "127.0.0.1:0", "cache": {"type": "file", "path": str(cache)},
                                     "targets": [target]}))
 
@@ -64,3 +64,18 @@ def test_a_reload_that_changes_the_probe_kind_does_not_reuse_the_average(tmp_pat
 
 def test_the_key_reads_back_from_the_right() -> None:
     assert cache_prefix(TargetInfo("eu:public", "bedrock-runtime", "https")) == "eu:public:bedrock-runtime:https"
+
+
+def test_an_https_target_switched_to_warm_or_cold_starts_afresh(tmp_path: Path) -> None:
+    """A warm (kept-alive) or cold (whole new connection) EMA is not a ttfb EMA: each has its own key."""
+    config, cache = tmp_path / "config.yaml", tmp_path / "cache.json"
+    write(config, cache, "https")
+    assert run(config, record=0.05) is None
+    write(config, cache, "https", measure="cold")
+    assert run(config, record=0.2) is None
+    write(config, cache, "https", measure="warm")
+    assert run(config) is None
+    write(config, cache, "https", measure="ttfb")  # the default, spelled out: the same key as before
+    assert run(config) == 0.05
+    assert cache_prefix(TargetInfo("t", "s", "https", measure="warm")) == "t:s:https+warm"
+    assert cache_prefix(TargetInfo("t", "s", "https", measure="ttfb")) == "t:s:https"

@@ -18,10 +18,12 @@ METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "METRICS.md"
 
 
 def busy_snapshot() -> TargetSnapshot:
-    """Every family has series: ranked and unranked regions, failures with reasons, phases, statuses."""
-    state = TargetState(TargetInfo("t", "svc", "https"), ["a", "b", "c"], RegionLatencyTracker(),
-                        TrustedRanking(30.0, min_samples=2), clock=lambda: 1000.0)
-    for region, latency in (("a", 0.05), ("b", 0.02), ("a", 0.04), ("b", 0.03)):
+    """Every family has series: ranked and unranked regions, failures with reasons, phases, statuses, and two
+    regions whose round trips sum to less than light needs between Virginia and Sydney (untrusted)."""
+    state = TargetState(TargetInfo("t", "svc", "https"), ["us-east-1", "ap-southeast-2", "c"],
+                        RegionLatencyTracker(), TrustedRanking(30.0, min_samples=2), clock=lambda: 1000.0)
+    for region, latency in (("us-east-1", 0.05), ("ap-southeast-2", 0.02), ("us-east-1", 0.04),
+                            ("ap-southeast-2", 0.03)):
         state.record(region, ProbeResult(latency, {"dns": 0.001, "connect": 0.01, "ttfb": latency}, status=403))
     state.record("c", ProbeResult.failure(ErrorKind.TIMEOUT, "no answer"))
     state.record("c", ProbeResult.failure(ErrorKind.TLS, "bad cert"))

@@ -142,8 +142,9 @@ def test_any_table_over_any_source() -> None:
     )
     things = [Thing('n"1', {"r1": 3.0, "r\\2": -0.0, "r3": 1e-12}), Thing("n2", {})]
 
-    def identity(thing: Thing) -> tuple[str, ...]:
-        return thing.name, "svc", "kind"
+    def identity(thing: Thing) -> tuple[str | None, ...]:
+        # ip_family is optional: n2 has it (one family of a target with ip_families), n"1 leaves it out
+        return thing.name, "svc", "kind", "ipv6" if thing.name == "n2" else None
 
     class Reference:
         def collect(self) -> object:
@@ -153,4 +154,6 @@ def test_any_table_over_any_source() -> None:
     registry.register(Reference())  # type: ignore[arg-type]
     text = render(table, things, identity)
     assert text == generate_latest(registry).decode()
-    assert 'demo_wait_seconds_bucket{kind="k",le="1.0",probe="kind",service="svc",target="n2"} 2.0' in text
+    assert ('demo_wait_seconds_bucket{ip_family="ipv6",kind="k",le="1.0",probe="kind",service="svc",target="n2"} '
+            '2.0') in text
+    assert 'demo_size{probe="kind",service="svc",target="n\\"1"} 3.0' in text  # no ip_family label at all

@@ -69,7 +69,8 @@ def test_instrument_tracker_reports_an_applications_tracker_on_its_own_provider(
     provider = MeterProvider(metric_readers=[reader])
     instruments = instrument_tracker(tracker, provider, target="chat", service="bedrock-runtime")
     got = points(reader)
-    assert set(got) == {instrument_name(family) for family in TRACKER_FAMILIES}
+    untrusted = "region_latency_measurements_untrusted"  # no data point while the round trips can be real
+    assert set(got) == {instrument_name(family) for family in TRACKER_FAMILIES if family.name != untrusted}
 
     def key(region: str) -> tuple[tuple[str, Any], ...]:
         return tuple(sorted({"region_latency.target": "chat", "rpc.service": "bedrock-runtime",
@@ -129,3 +130,34 @@ def test_one_collection_reads_one_generation() -> None:
         (samples,) = got["region_latency.samples"].values()
         (probes,) = got["region_latency.probes"].values()
         assert samples == probes == collection
+
+
+def test_instrument_tracker_flags_round_trips_that_cannot_be_real() -> None:
+    """The trust check runs on an application's tracker too: Virginia and Sydney a millisecond apart."""
+    tracker = RegionLatencyTracker()
+    tracker.update_latency("us-east-1", 0.001)
+    tracker.update_latency("ap-southeast-2", 0.001)
+    reader = InMemoryMetricReader()
+    instrument_tracker(tracker, MeterProvider(metric_readers=[reader]), target="chat", service="bedrock-runtime")
+    (attributes,) = points(reader)["region_latency.measurements_untrusted"]
+    assert dict(attributes)["error.type"] == "faster_than_light"
+    assert {dict(attributes)["region_latency.region_a"], dict(attributes)["region_latency.region_b"]} == {
+        "us-east-1", "ap-southeast-2"}
+
+
+def test_one_ip_family_of_a_target_carries_network_type_and_a_plain_target_does_not() -> None:
+    from region_latency.export.otel import SnapshotInstruments
+    from region_latency.probes.base import ProbeResult
+    from region_latency.state import TargetInfo, TargetState
+
+    v6 = TargetState(TargetInfo("dual", "bedrock-runtime", "tcp", ip_family="ipv6"), ["eu-west-1"],
+                     RegionLatencyTracker())
+    plain = TargetState(TargetInfo("plain", "bedrock-runtime", "tcp"), ["eu-west-1"], RegionLatencyTracker())
+    for state in (v6, plain):
+        state.record("eu-west-1", ProbeResult(0.02, {"connect": 0.02}))
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("region_latency")
+    SnapshotInstruments(meter, lambda: [v6.snapshot(), plain.snapshot()])
+    emas = {dict(key)["region_latency.target"]: dict(key) for key in points(reader)["region_latency.ema"]}
+    assert emas["dual"]["network.type"] == "ipv6"
+    assert "network.type" not in emas["plain"]

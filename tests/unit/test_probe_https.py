@@ -15,7 +15,7 @@ import pytest
 from region_latency.probes import ErrorKind, ProbeResult, Target, get_probe
 from region_latency.probes import https as https_probe
 from region_latency.probes.base import Deadline
-from tests.support.servers import Reply, ServerGroup, free_port
+from tests.support.servers import HttpServer, RecordedRequest, Reply, ServerGroup, free_port
 
 probe = get_probe("https")
 SLACK = 0.5  # scheduling slack allowed beyond a timeout on a shared, loaded machine
@@ -402,4 +402,97 @@ def test_the_probes_tls_phase_is_the_socket_span_after_connect_not_the_clients_c
     assert stamps.connect is not None and stamps.tls is not None
     assert stamps.connect[1] <= stamps.tls[0] < stamps.tls[1]
     assert result.phases["tls"] == stamps.tls[1] - stamps.tls[0]
-    assert result.phases["connect"] == stamps.connect[1] - stamps.connect[0]
+    if stamps.connect_kernel is None:
+        assert result.connect_timing == "stamps"
+        assert result.phases["connect"] == stamps.connect[1] - stamps.connect[0]
+    else:  # Linux: the kernel's own handshake round trip
+        assert result.connect_timing == "kernel"
+        assert result.phases["connect"] == stamps.connect_kernel
+
+
+# -- measure: warm and cold ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kept_closed() -> Iterator[None]:
+    yield
+    https_probe.close_kept_connections()
+
+
+@pytest.mark.usefixtures("kept_closed")
+def test_warm_probes_reuse_one_connection_and_measure_only_requests_on_it(local_servers: ServerGroup) -> None:
+    """The first warm probe connects, sends one request, then the measured one; later probes send one request
+    each on the same connection and have no connect or tls phase."""
+    server = local_servers.https(Reply(status=403))
+    warm = target(server.url, ca_file=local_servers.ca.ca_file, measure="warm")
+    results = [probe(warm, 5.0) for _ in range(3)]
+    assert all(r.ok for r in results), results
+    assert server.accepted == 1
+    assert len(server.requests) == 4
+    first, *later = results
+    assert {"connect", "tls", "ttfb", "total"} <= set(first.phases)
+    assert first.connect_timing is not None and first.tls_version is not None
+    for result in later:
+        assert set(result.phases) == {"ttfb", "total"}
+        assert result.connect_timing is None
+    assert all(r.latency == r.phases["ttfb"] and r.status == 403 for r in results)
+
+
+@pytest.mark.usefixtures("kept_closed")
+def test_warm_reconnects_when_the_server_closed_the_idle_connection(local_servers: ServerGroup) -> None:
+    server = local_servers.https(Reply(status=200))
+    warm = target(server.url, ca_file=local_servers.ca.ca_file, measure="warm")
+    assert probe(warm, 5.0).ok
+    server.drop_connections()
+    time.sleep(0.05)  # the FIN is in: the idle connection reads as closed
+    result = probe(warm, 5.0)
+    assert result.ok, result
+    assert server.accepted == 2
+    assert "connect" in result.phases  # this probe had to connect again; its latency is still a warm request
+    assert probe(warm, 5.0).ok and server.accepted == 2
+
+
+@pytest.mark.usefixtures("kept_closed")
+def test_warm_survives_the_server_closing_the_connection_under_the_request(local_servers: ServerGroup) -> None:
+    """The server hangs up as the request arrives on the kept connection (no answer): the probe connects again
+    and measures a request there, within its deadline, instead of reporting a failure."""
+    server: HttpServer
+
+    def respond(request: RecordedRequest) -> Reply:
+        if len(server.requests) == 3:  # the second probe's request on the kept connection
+            server.drop_connections()
+        return Reply(status=200)
+
+    server = local_servers.http(respond)
+    warm = target(server.url, measure="warm")
+    assert probe(warm, 5.0).ok  # requests 1 (opens the connection) and 2 (measured)
+    result = probe(warm, 5.0)  # request 3 is dropped; 4 opens a new connection, 5 is measured
+    assert result.ok, result
+    assert (server.accepted, len(server.requests)) == (2, 5)
+    assert "connect" in result.phases
+
+
+@pytest.mark.usefixtures("kept_closed")
+def test_warm_probes_of_two_endpoints_keep_two_connections(local_servers: ServerGroup) -> None:
+    one, two = local_servers.http(Reply(status=200)), local_servers.http(Reply(status=200))
+    for _ in range(2):
+        assert probe(target(one.url, measure="warm"), 5.0).ok
+        assert probe(target(two.url, measure="warm"), 5.0).ok
+    assert (one.accepted, two.accepted) == (1, 1)
+
+
+def test_cold_latency_is_a_new_connections_whole_network_cost(local_servers: ServerGroup) -> None:
+    server = local_servers.https(Reply(status=403))
+    result = probe(target(server.url.replace("127.0.0.1", "localhost"), ca_file=local_servers.ca.ca_file,
+                          measure="cold", ip_version=4), 5.0)
+    assert result.ok, result
+    parts = [result.phases[name] for name in ("dns", "connect", "tls", "ttfb")]
+    assert result.latency == pytest.approx(sum(parts))
+    assert result.latency is not None and result.latency > result.phases["ttfb"]
+    assert server.accepted == 1
+
+
+def test_measure_must_be_ttfb_warm_or_cold() -> None:
+    with pytest.raises(ValueError, match="'measure' must be ttfb, warm or cold"):
+        https_probe.HttpsOptions.parse({"measure": "hot"})
+    assert https_probe.HttpsOptions.parse({}).measure == "ttfb"

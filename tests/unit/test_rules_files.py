@@ -37,7 +37,8 @@ def test_the_issue_lists_these_alerts() -> None:
     assert [rule["alert"] for rule in _rules("alert")] == [
         "RegionLatencyHigh", "RegionLatencyAboveBaseline", "RegionLatencyFastestRegionChanged",
         "RegionLatencyRankingFlapping", "RegionLatencyRegionFailing", "RegionLatencyRegionStale",
-        "RegionLatencyNoRegionRanked", "RegionLatencyMarginCollapsed", "RegionLatencyExporterDown",
+        "RegionLatencyNoRegionRanked", "RegionLatencyMarginCollapsed", "RegionLatencyMeasurementsUntrusted",
+        "RegionLatencyExporterDown",
         "RegionLatencyExporterAbsent", "RegionLatencyConfigReloadFailed"]
 
 
@@ -51,6 +52,7 @@ SCOPE = {
     "RegionLatencyMarginCollapsed": ("region", "target", "instance"),
     "RegionLatencyRankingFlapping": ("target", "instance"),
     "RegionLatencyNoRegionRanked": ("target", "instance"),
+    "RegionLatencyMeasurementsUntrusted": ("target", "instance", "region_a", "region_b", "reason"),
     "RegionLatencyExporterDown": ("instance",),
     "RegionLatencyConfigReloadFailed": ("instance",),
     "RegionLatencyExporterAbsent": (),

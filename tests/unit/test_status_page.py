@@ -284,3 +284,20 @@ def test_ring_bounds_the_number_of_series_evicting_the_least_recently_updated() 
 def test_ring_refuses_bad_bounds(bad: object) -> None:
     with pytest.raises(ValueError, match="per_region must be a positive integer"):
         RecentProbes(per_region=bad)  # type: ignore[arg-type]
+
+
+def test_an_untrusted_target_says_so_with_its_pair_and_a_trusted_one_says_nothing() -> None:
+    """Two regions a continent apart answering in about a millisecond: the page warns, naming them."""
+    state = TargetState(TargetInfo("t", "svc", "tcp"), ["us-east-1", "ap-southeast-2"], RegionLatencyTracker(),
+                        PlainRanking(), clock=lambda: 1000.0)
+    for region in ("us-east-1", "ap-southeast-2"):
+        state.record(region, ProbeResult(0.0011, {"connect": 0.0011}))
+    page = render_index([state.snapshot()], True).decode()
+    warning = re.search(r"<p class='untrusted'[^>]*>(.*?)</p>", page)
+    assert warning is not None
+    assert "us-east-1" in warning.group(1) and "ap-southeast-2" in warning.group(1) and "2.2 ms" in warning.group(1)
+    real = TargetState(TargetInfo("t", "svc", "tcp"), ["us-east-1", "ap-southeast-2"], RegionLatencyTracker(),
+                       PlainRanking(), clock=lambda: 1000.0)
+    real.record("us-east-1", ProbeResult(0.001, {"connect": 0.001}))
+    real.record("ap-southeast-2", ProbeResult(0.200, {"connect": 0.200}))
+    assert "untrusted" not in render_index([real.snapshot()], True).decode()

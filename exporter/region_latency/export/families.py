@@ -49,10 +49,14 @@ class Kind(StrEnum):
 
 
 class Scope(Enum):
-    """Whose series a family holds: the labels every one of its samples starts with."""
+    """Whose series a family holds: the labels every one of its samples starts with.
 
-    TARGET = ("target", "service", "probe")
-    REGION = ("target", "service", "probe", "region")
+    `ip_family` is an optional label: its value is None (and the publishers leave the label out) unless the target
+    asked for `ip_families`, whose every family is a source of its own.
+    """
+
+    TARGET = ("target", "service", "probe", "ip_family")
+    REGION = ("target", "service", "probe", "ip_family", "region")
     # The exporter's own status (reloads, cache saves): no target labels. Not `()`: Python 3.11.2's Enum turns an
     # empty-tuple value into a bare object().
     EXPORTER = "exporter"
@@ -117,10 +121,10 @@ def _le_labels(buckets: tuple[float, ...]) -> tuple[str, ...]:
     return (*(repr(float(bound)) for bound in buckets), "+Inf")
 
 
-def target_identity(snap: TargetSnapshot) -> tuple[str, str, str]:
-    """The values of Scope.TARGET's labels for one snapshot."""
+def target_identity(snap: TargetSnapshot) -> tuple[str, str, str, str | None]:
+    """The values of Scope.TARGET's labels for one snapshot (ip_family None unless the target asked for it)."""
     info = snap.info
-    return info.name, info.service, info.probe
+    return info.name, info.service, info.probe, info.ip_family
 
 
 # --- readers: one per family, each walking one snapshot ---------------------------------------------------------
@@ -168,6 +172,12 @@ def _last_sample_at(snap: TargetSnapshot) -> Iterator[Sample]:
         stats = snap.tracker.regions.get(region)
         if stats is not None and stats.last_sample_at is not None:
             yield region, (), stats.last_sample_at
+
+
+def _untrusted(snap: TargetSnapshot) -> Iterator[Sample]:
+    violation = snap.trust.violation
+    if violation is not None:
+        yield None, (violation.reason.value, violation.region_a, violation.region_b), 1
 
 
 def _entries(snap: TargetSnapshot) -> dict[str, RankedRegion]:
@@ -277,6 +287,11 @@ TARGET_FAMILIES: tuple[AnyFamily[TargetSnapshot], ...] = (
            read=_ranked_regions, help="Number of regions in the published ranking."),
     Family(name=_name("target_regions"), kind=Kind.GAUGE, unit="{region}", scope=Scope.TARGET,
            read=_target_regions, help="Number of regions the target probes."),
+    Family(name=_name("measurements_untrusted"), kind=Kind.GAUGE, unit="1", scope=Scope.TARGET,
+           extra_labels=("reason", "region_a", "region_b"), read=_untrusted,
+           help="1 when two regions' EMAs sum to less than light in fibre needs between them: something near "
+                "the exporter answers for the regions (a proxy, a TCP-terminating NAT, a VPN). At most one series "
+                "per target (the worst pair); absent while the measurements can be real."),
     Family(name=_name("probe_success"), kind=Kind.GAUGE, unit="1", scope=Scope.REGION, read=_probe_success,
            help="1 when the region's latest probe succeeded, else 0."),
     Family(name=_name("probe_duration_seconds"), kind=Kind.GAUGE, unit="s", scope=Scope.REGION,

@@ -69,10 +69,13 @@ ATTRIBUTE_KEYS: Mapping[str, str] = {
     "service": "rpc.service",
     "probe": "region_latency.probe",
     "region": "cloud.region",
+    "ip_family": "network.type",  # semantic conventions: network.type is "ipv4" or "ipv6"
     "phase": "region_latency.phase",
     "reason": "error.type",
     "state": "region_latency.state",
     "rank": "region_latency.rank",
+    "region_a": "region_latency.region_a",  # the pair of region_latency_measurements_untrusted
+    "region_b": "region_latency.region_b",
 }
 
 Snapshots = Callable[[], Sequence[TargetSnapshot]]
@@ -91,10 +94,13 @@ def instrument_name(family: AnyFamily[Any]) -> str:
     return f"{NAMESPACE}.{stem}"
 
 
-def _attributes(family: AnyFamily[Any], ident: tuple[str, ...], region: str | None,
+def _attributes(family: AnyFamily[Any], ident: tuple[str | None, ...], region: str | None,
                 extra: tuple[str, ...]) -> dict[str, str]:
+    """An optional label whose value is None (ip_family of a target without ip_families) is left out, as on
+    /metrics."""
     values = (*ident, *extra) if region is None else (*ident, region, *extra)
-    return {attribute_key(label): value for label, value in zip(family.labels, values, strict=True)}
+    return {attribute_key(label): value for label, value in zip(family.labels, values, strict=True)
+            if value is not None}
 
 
 class SnapshotInstruments:
@@ -160,7 +166,7 @@ class SampleHistogram:
         key = (info, region)
         attributes = self._attributes.get(key)
         if attributes is None:
-            ident = (info.name, info.service, info.probe)
+            ident = (info.name, info.service, info.probe, info.ip_family)
             attributes = self._attributes[key] = _attributes(self.family, ident, region, ())
         self._histogram.record(result.latency, attributes)
 

@@ -87,7 +87,7 @@ def _scalar(family: Family[Source]) -> GaugeMetricFamily | CounterMetricFamily:
 
 
 def metrics(table: Sequence[AnyFamily[Source]], sources: Sequence[Source],
-            identity: Callable[[Source], tuple[str, ...]]) -> Iterator[Metric]:
+            identity: Callable[[Source], tuple[str | None, ...]]) -> Iterator[Metric]:
     """prometheus_client families of `table` over `sources`; `identity` gives a source's values of the labels its
     families' scope starts with (a snapshot: target, service, probe)."""
     idents = [identity(source) for source in sources]
@@ -96,19 +96,32 @@ def metrics(table: Sequence[AnyFamily[Source]], sources: Sequence[Source],
             histogram = HistogramMetricFamily(family.name, family.help, labels=family.labels)
             for source, ident in zip(sources, idents, strict=True):
                 for region, extra, (cumulative, total) in family.read(source):
-                    histogram.add_metric(_label_values(ident, region, extra),
+                    start = len(histogram.samples)
+                    histogram.add_metric(_label_values(ident, region, extra),  # type: ignore[arg-type]
                                          list(zip(family.le_labels, cumulative, strict=True)), total)
+                    _leave_out_unset(histogram, start)
             yield histogram
             continue
         metric = _scalar(family)
         for source, ident in zip(sources, idents, strict=True):
             for region, extra, value in family.read(source):
-                metric.add_metric(_label_values(ident, region, extra), value)
+                start = len(metric.samples)
+                metric.add_metric(_label_values(ident, region, extra), value)  # type: ignore[arg-type]
+                _leave_out_unset(metric, start)
         yield metric
 
 
-def _label_values(ident: tuple[str, ...], region: str | None, extra: tuple[str, ...]) -> list[str]:
+def _label_values(ident: tuple[str | None, ...], region: str | None, extra: tuple[str, ...]) -> list[str | None]:
     return [*ident, *extra] if region is None else [*ident, region, *extra]
+
+
+def _leave_out_unset(metric: Metric, start: int) -> None:
+    """Drop the labels whose value is None (an optional label such as ip_family, unset) from the samples just
+    added: the series then reads as if the family had no such label, as export/text.py writes it."""
+    for i in range(start, len(metric.samples)):
+        sample = metric.samples[i]
+        if None in sample.labels.values():
+            metric.samples[i] = sample._replace(labels={k: v for k, v in sample.labels.items() if v is not None})
 
 
 @dataclass(frozen=True)

@@ -180,10 +180,12 @@ def regions_document(snapshots: Sequence[TargetSnapshot], *, service: str | None
                 "last_sample_at": stats.last_sample_at if stats else None,
                 "consecutive_failures": stats.consecutive_failures if stats else 0,
                 "failures_total": stats.failures_total if stats else 0,
+                "ip_family_unavailable": snap.family_unavailable.get(entry.region),
                 "last_probe": None if last is None else {
                     "at": last.at,
                     "success": last.success,
                     "phases_seconds": dict(last.phases),
+                    "connect_timing": last.connect_timing,
                     "status": last.status,
                     "error": last.error,
                     "detail": last.detail,
@@ -193,11 +195,30 @@ def regions_document(snapshots: Sequence[TargetSnapshot], *, service: str | None
             "name": snap.info.name,
             "service": snap.info.service,
             "probe": snap.info.probe,
+            "measure": snap.info.measure,
+            "ip_family": snap.info.ip_family,
             "fastest": snap.ranking.fastest,
             "margin_seconds": snap.ranking.margin,
+            "trust": trust_document(snap),
             "regions": regions,
         })
     return {"generated_at": time.time(), "version": __version__, "targets": out}
+
+
+def trust_document(snap: TargetSnapshot) -> dict[str, Any]:
+    """/regions' `trust` of a target: whether its measurements can be real (region_latency.trust)."""
+    check, violation = snap.trust, snap.trust.violation
+    return {
+        "trusted": check.trusted,
+        "pairs_checked": check.pairs_checked,
+        "violation": None if violation is None else {
+            "reason": violation.reason.value,
+            "region_a": violation.region_a,
+            "region_b": violation.region_b,
+            "measured_seconds": violation.measured,
+            "min_round_trip_seconds": violation.bound,
+        },
+    }
 
 
 def _json_default(value: object) -> object:

@@ -119,10 +119,13 @@ def _target_section(snap: TargetSnapshot, recent: RecentProbes | None, now: floa
     head = ["Rank", "Region", "EMA", "Samples", "State", "Last sample", "Last error"]
     if recent is not None:
         head.append(f"Last {recent.per_region} probes")
+    family = f", {_e(info.ip_family)}" if info.ip_family else ""  # one section per family of ip_families
+    anchor = info.name if info.ip_family is None else f"{info.name}@{info.ip_family}"
     parts = [
-        f"<section><h2 id='{_e(info.name)}'>{_e(info.name)} "
-        f"<small>({_e(info.service)}, {_e(info.probe)} probe)</small></h2>",
+        f"<section><h2 id='{_e(anchor)}'>{_e(info.name)} "
+        f"<small>({_e(info.service)}, {_e(info.probe)} probe{family})</small></h2>",
         f"<p>{summary}</p>",
+        *_untrusted_line(snap),
         "<div class='scroll'><table class='ranking'>",
         f"<caption>Regions of {_e(info.name)}, fastest first</caption>",
         "<thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in head) + "</tr></thead><tbody>",
@@ -136,6 +139,17 @@ def _target_section(snap: TargetSnapshot, recent: RecentProbes | None, now: floa
                      "</p>")
     parts.append("</section>")
     return parts
+
+
+def _untrusted_line(snap: TargetSnapshot) -> list[str]:
+    """A warning when the target's round trips cannot be real (region_latency.trust); nothing otherwise."""
+    violation = snap.trust.violation
+    if violation is None:
+        return []
+    return [f"<p class='untrusted' role='alert'><strong>Measurements untrusted:</strong> {_e(violation.region_a)} "
+            f"and {_e(violation.region_b)} sum to {_ms(violation.measured)}, less than light in fibre needs "
+            f"between them ({_ms(violation.bound)}): something near the exporter (a proxy, a NAT that terminates "
+            f"TCP, a VPN) answers for the regions.</p>"]
 
 
 def _ranking_row(snap: TargetSnapshot, entry: RankedRegion, recent: RecentProbes | None, now: float) -> str:

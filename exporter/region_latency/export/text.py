@@ -53,8 +53,9 @@ class _Blocks:
 
     __slots__ = ("_extra", "_histograms", "_pairs", "plain")
 
-    def __init__(self, names: tuple[str, ...], values: tuple[str, ...]) -> None:
-        self._pairs = tuple(zip(names, values, strict=True))
+    def __init__(self, names: tuple[str, ...], values: tuple[str | None, ...]) -> None:
+        # an optional label (ip_family) whose value is None is left out, as prometheus.py leaves it out
+        self._pairs = tuple((name, value) for name, value in zip(names, values, strict=True) if value is not None)
         self.plain = _block(self._pairs)
         self._extra: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
         self._histograms: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
@@ -79,7 +80,7 @@ class _Blocks:
 
 
 @lru_cache(maxsize=4096)
-def _blocks(names: tuple[str, ...], values: tuple[str, ...]) -> _Blocks:
+def _blocks(names: tuple[str, ...], values: tuple[str | None, ...]) -> _Blocks:
     return _Blocks(names, values)
 
 
@@ -89,7 +90,7 @@ def _header(family: AnyFamily[Source]) -> str:
 
 
 def render(table: Sequence[AnyFamily[Source]], sources: Sequence[Source],
-           identity: Callable[[Source], tuple[str, ...]]) -> str:
+           identity: Callable[[Source], tuple[str | None, ...]]) -> str:
     """Every family of `table` over `sources`, as `generate_latest` writes it; `identity` gives a source's values
     of the labels its families' scope starts with (a snapshot: target, service, probe)."""
     out: list[str] = []
@@ -117,8 +118,8 @@ def render(table: Sequence[AnyFamily[Source]], sources: Sequence[Source],
     return "".join(out)
 
 
-def _remember(blocks_by_region: dict[str | None, _Blocks], scope_names: tuple[str, ...], ident: tuple[str, ...],
-              region: str | None) -> _Blocks:
+def _remember(blocks_by_region: dict[str | None, _Blocks], scope_names: tuple[str, ...],
+              ident: tuple[str | None, ...], region: str | None) -> _Blocks:
     blocks = blocks_by_region[region] = _blocks(scope_names, ident if region is None else (*ident, region))
     return blocks
 

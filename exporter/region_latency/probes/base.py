@@ -9,6 +9,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,14 @@ class ErrorKind(StrEnum):
     CREDENTIALS = "credentials"  # the api probe found no AWS credentials
     CONNECTION = "connection"  # the connection broke after it was established
     OTHER = "other"  # anything else; the detail says what
+    # The address family the target asked for (`ip_version`) cannot be used from here: the name has no address of
+    # it, or this host has no route or source address of it. Not counted as a failure of the region.
+    FAMILY_UNAVAILABLE = "ip_family_unavailable"
+
+
+FAMILY_UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+"""Connect errors that say this host cannot use the address family at all (no route of the family, no source
+address of it, the family disabled), as opposed to the region being unreachable (EHOSTUNREACH, timeouts)."""
 
 
 class ProbeOptions(BaseModel):
@@ -93,7 +102,8 @@ class ProbeResult:
     """One measurement. `latency` (seconds) is what feeds the tracker; None means the probe failed.
 
     `phases` holds the durations (seconds) of the parts the probe could time, named
-    `dns`, `connect`, `tls`, `ttfb` (request sent -> first response byte) and `total`.
+    `dns`, `connect`, `tls`, `ttfb` (request sent -> first response byte) and `total`; `connect_timing` says
+    which clock timed `connect` (a ConnectTiming value: the kernel's tcpi_rtt, or this process's stamps).
     `address` (the IP connected to) and `tls_version` (as `ssl` names it) are what the probe learnt on the way,
     when it learnt it: the status page's debug view shows them.
     """
@@ -105,6 +115,7 @@ class ProbeResult:
     status: int | None = None
     address: str | None = None
     tls_version: str | None = None
+    connect_timing: str | None = None  # ConnectTiming of phases["connect"], when there is one
 
     @property
     def ok(self) -> bool:
@@ -329,13 +340,15 @@ def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | N
 
     getaddrinfo cannot be interrupted, so it runs in a daemon thread that the probe stops waiting for
     at the deadline. The first address in the resolver's order (RFC 6724, as an SDK would connect)
-    of the wanted family wins. Failures raise ProbeError(DNS).
+    of the wanted family wins. Failures raise ProbeError(DNS); when a family was asked for and the name has
+    addresses of the other family only (or the host is an address of the other family), ProbeError(
+    FAMILY_UNAVAILABLE).
     """
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(ip_version or 0, socket.AF_UNSPEC)
     if is_ip_address(host):
         ip = ipaddress.ip_address(host)
         if ip_version is not None and ip.version != ip_version:
-            raise ProbeError(ErrorKind.DNS, f"{host} is not an IPv{ip_version} address")
+            raise ProbeError(ErrorKind.FAMILY_UNAVAILABLE, f"{host} is not an IPv{ip_version} address")
         return AddressLookup(host, socket.AF_INET6 if ip.version == 6 else socket.AF_INET, None)
     outcome: dict[str, Any] = {}
     done = threading.Event()
@@ -347,11 +360,19 @@ def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | N
         except (OSError, UnicodeError) as exc:
             outcome["error"] = exc
         outcome["seconds"] = time.perf_counter() - started
+        if family != socket.AF_UNSPEC and not outcome.get("infos"):  # any address at all? (not timed)
+            try:
+                outcome["other_family"] = bool(socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM))
+            except (OSError, UnicodeError):
+                outcome["other_family"] = False
         done.set()
 
     threading.Thread(target=lookup, name=f"resolve-{host}", daemon=True).start()
     if not done.wait(deadline.remaining()):
         raise ProbeError(ErrorKind.DNS, f"resolving {host} did not finish within {deadline.timeout:g}s")
+    if outcome.get("other_family"):
+        raise ProbeError(ErrorKind.FAMILY_UNAVAILABLE, f"{host} has no IPv{ip_version} address (only the other "
+                                                       f"family's)")
     if "error" in outcome:
         raise ProbeError(ErrorKind.DNS, f"cannot resolve {host}: {_gai_message(outcome['error'])}")
     infos = outcome["infos"]
@@ -370,21 +391,91 @@ def _gai_message(exc: BaseException) -> str:
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EALREADY})
 
 
-def timed_connect(sock: socket.socket, address: Any, budget: float) -> tuple[float, float]:
+class ConnectTiming(StrEnum):
+    """Which clock timed a `connect` phase (ProbeResult.connect_timing, /regions `connect_timing`)."""
+
+    KERNEL = "kernel"  # the kernel's own SYN -> SYN-ACK round trip: TCP_INFO tcpi_rtt
+    STAMPS = "stamps"  # perf_counter stamps of this process around the handshake (`timed_connect`)
+
+
+# struct tcp_info (include/uapi/linux/tcp.h): eight u8 fields, then u32s. tcpi_retransmits is the u8 at offset 2,
+# tcpi_rtt (microseconds) the u32 at 68 (8 + 15 * 4), tcpi_total_retrans the u32 at 100 (8 + 23 * 4). Asking for
+# 104 bytes reads up to tcpi_total_retrans; every Linux since 2.6 fills at least that much.
+_TCPI_RETRANSMITS = 2
+_TCPI_RTT = 68
+_TCPI_TOTAL_RETRANS = 100
+_TCP_INFO_LENGTH = 104
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)  # Linux only
+
+
+def kernel_rtt(sock: socket.socket) -> float | None:
+    """The round trip (seconds) the kernel measured for the handshake of a just-connected TCP socket, or None.
+
+    Linux times SYN -> SYN-ACK itself, from the SYN's transmit stamp to the SYN-ACK's arrival in softirq, and
+    reports it as TCP_INFO's `tcpi_rtt` (microseconds; right after the handshake it is that one sample). No
+    wake-up of this process is in it. None where there is no TCP_INFO (not Linux), when the SYN was
+    retransmitted (Karn's rule: the kernel takes no sample from it, or only a coarse timestamp-option one) and
+    when there is no sample at all (tcpi_rtt 0). Read it before any data moves: later ACKs smooth it.
+    """
+    if _TCP_INFO is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LENGTH)
+    except OSError:
+        return None
+    return tcp_info_rtt(raw)
+
+
+def tcp_info_rtt(raw: bytes) -> float | None:
+    """tcpi_rtt (seconds) of a struct tcp_info as getsockopt returned it; None when short, 0, or retransmitted."""
+    if len(raw) < _TCP_INFO_LENGTH:
+        return None
+    (rtt_us,) = struct.unpack_from("=I", raw, _TCPI_RTT)
+    (total_retrans,) = struct.unpack_from("=I", raw, _TCPI_TOTAL_RETRANS)
+    if rtt_us == 0 or raw[_TCPI_RETRANSMITS] or total_retrans:
+        return None
+    return float(rtt_us) / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectSpan:
+    """One timed TCP handshake: this process's stamps around it, and the kernel's own round trip if it had one."""
+
+    started: float  # perf_counter: SYN handed to the kernel
+    ended: float  # perf_counter: the wake-up at which the handshake completed
+    kernel: float | None  # seconds, `kernel_rtt`
+
+    @property
+    def stamped(self) -> float:
+        return self.ended - self.started
+
+    @property
+    def seconds(self) -> float:
+        """The connect phase: the kernel's round trip where there is one, else the stamps."""
+        return self.stamped if self.kernel is None else self.kernel
+
+    @property
+    def timing(self) -> ConnectTiming:
+        return ConnectTiming.STAMPS if self.kernel is None else ConnectTiming.KERNEL
+
+
+def timed_connect(sock: socket.socket, address: Any, budget: float) -> ConnectSpan:
     """Connect `sock` (its options already set) to `address` within `budget` seconds; the handshake's span on
-    the wire: (SYN handed to the kernel, the wake-up at which the handshake completed).
+    the wire: (SYN handed to the kernel, the wake-up at which the handshake completed), and the kernel's own
+    measure of it (`kernel_rtt`), which `ConnectSpan.seconds` prefers.
 
     A non-blocking connect and a poll of our own. CPython's connect with a timeout does the same inside, but a
     stamp around it also holds the socket call's way in and, after the wake-up, SO_ERROR and the way back to
-    Python; these stamps sit at the two kernel events (bench/BENCHMARKS.md, accuracy). TimeoutError when the
-    budget runs out; the kernel's OSError (ConnectionRefusedError, ...) when the connect fails.
+    Python; these stamps sit at the two kernel events (bench/BENCHMARKS.md, accuracy). What they still hold is
+    this process's wake-up after the SYN-ACK; tcpi_rtt holds none of it. TimeoutError when the budget runs out;
+    the kernel's OSError (ConnectionRefusedError, ...) when the connect fails.
     """
     sock.setblocking(False)
     started = time.perf_counter()
     code = sock.connect_ex(address)
     sent = time.perf_counter()
     if code == 0:  # done at once (it happens on loopback): no wake-up to stamp
-        return started, sent
+        return ConnectSpan(started, sent, kernel_rtt(sock))
     if code not in _IN_PROGRESS:
         raise OSError(code, os.strerror(code))
     poller = select.poll()
@@ -395,4 +486,4 @@ def timed_connect(sock: socket.socket, address: Any, budget: float) -> tuple[flo
     code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if code:
         raise OSError(code, os.strerror(code))
-    return sent, arrived
+    return ConnectSpan(sent, arrived, kernel_rtt(sock))

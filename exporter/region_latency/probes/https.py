@@ -1,13 +1,17 @@
 """The `https` probe: one real HTTP(S) request on a fresh connection, every phase timed at the socket.
 
-Phases: `dns` (resolved here, before connecting), `connect` (TCP handshake to the resolved address),
+Phases: `dns` (resolved here, before connecting), `connect` (TCP handshake to the resolved address: the
+kernel's tcpi_rtt where it has one, else socket stamps; `ProbeResult.connect_timing` says which),
 `tls` (TLS handshake), `ttfb` (request handed to the kernel -> the response's first bytes arrived) and
 `total` (probe start -> response body read, body capped at 64 KiB). Phases are stamped around the
 socket calls themselves (SocketStamps); httpcore's trace events name the step a failure happened in.
 
 The latency that feeds the tracker is `ttfb`: on an established connection it is one request round
 trip plus the server's think time, which is what a pooled SDK client (boto3 keeps connections alive)
-pays on every call. `connect` and `tls` are paid once per connection and are exported as phases.
+pays on every call. `connect` and `tls` are paid once per connection and are exported as phases. The
+`measure` option changes that: `warm` sends the request on a connection kept alive between probes (one per
+endpoint address; a probe that had to connect sends a first request, then the measured one), `cold` ranks by
+a new connection's whole network cost, dns + connect + tls + ttfb (docs/PROBES.md, cold and warm).
 
 The request goes through httpcore (the engine under httpx), on a network
 backend that clamps every socket operation to what is left of the probe's deadline: httpx's own
@@ -22,6 +26,7 @@ Options (`HttpsOptions`, validated once when the configuration loads):
   headers      extra request headers (mapping)
   port         overrides the URL's port
   ip_version   4, 6 or None (default: the resolver's first address)
+  measure      "ttfb" (default), "warm" (a kept-alive connection's request) or "cold" (dns+connect+tls+ttfb)
   ca_file      path to a PEM CA bundle to trust instead of the default (certifi) bundle
   verify       True (default), False (no verification), a CA bundle path, or an ssl.SSLContext
   insecure     True disables certificate verification (default False)
@@ -30,16 +35,18 @@ Any HTTP status counts as reachable; the status is recorded in ProbeResult.statu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import certifi
 import httpcore
@@ -47,6 +54,8 @@ from pydantic import PrivateAttr, field_validator, model_validator
 
 from region_latency._version import __version__
 from region_latency.probes.base import (
+    FAMILY_UNREACHABLE_ERRNOS,
+    ConnectTiming,
     Deadline,
     Endpoint,
     ErrorKind,
@@ -77,6 +86,7 @@ class HttpsOptions(TlsOptions):
     headers: dict[str, str] = {}
     port: Port = None
     ip_version: IpVersion = None
+    measure: Literal["ttfb", "warm", "cold"] = "ttfb"  # what feeds the tracker: see the module docstring
 
     _ssl_context: ssl.SSLContext | None = PrivateAttr(default=None)
 
@@ -103,6 +113,13 @@ class HttpsOptions(TlsOptions):
         ):
             raise ValueError(f"https option 'headers' must map strings to strings, got {headers!r}")
         return dict(headers)
+
+    @field_validator("measure", mode="before")
+    @classmethod
+    def _measure(cls, measure: Any) -> Any:
+        if measure not in ("ttfb", "warm", "cold"):
+            raise ValueError(f"https option 'measure' must be ttfb, warm or cold, got {measure!r}")
+        return measure
 
     @model_validator(mode="after")
     def _context(self) -> HttpsOptions:
@@ -137,7 +154,13 @@ def probe(target: Target, timeout: float) -> ProbeResult:
         address = found.address
         if found.seconds is not None:
             phases["dns"] = found.seconds
-        return _request(endpoint, found.address, options, deadline, phases)
+        if options.measure == "warm":
+            return _warm_request(endpoint, found.address, options, deadline, phases)
+        result = _request(endpoint, found.address, options, deadline, phases)
+        if options.measure == "cold" and result.ok:  # a first call's whole network cost on a new connection
+            cold = sum(result.phases.get(phase, 0.0) for phase in ("dns", "connect", "tls", "ttfb"))
+            result = dataclasses.replace(result, latency=cold)
+        return result
     except ProbeError as exc:
         return ProbeResult.failure(exc.kind, exc.detail, phases, address=address)
 
@@ -217,24 +240,13 @@ def _request(
     """Send the request to `address` (Host header and SNI keep the endpoint's name) and time it."""
     trace = PhaseTrace()
     backend = DeadlineBackend(deadline)
-    context = None
-    if endpoint.scheme == "https":
-        context = options.ssl_context or _default_context()
     connection = httpcore.HTTPConnection(
         origin=httpcore.Origin(endpoint.scheme.encode(), address.encode(), endpoint.port),
-        ssl_context=context,
+        ssl_context=_context_for(endpoint, options),
         network_backend=backend,
         retries=0,
     )
-    url = httpcore.URL(
-        scheme=endpoint.scheme, host=address, port=endpoint.port, target=options.path or endpoint.path
-    )
-    extensions: dict[str, Any] = {"trace": trace, "timeout": _timeouts(deadline)}
-    if endpoint.scheme == "https" and not endpoint.host_is_ip:
-        extensions["sni_hostname"] = endpoint.host
-    headers: dict[bytes | str, bytes | str] = {"Host": endpoint.host_header(), "User-Agent": USER_AGENT,
-                                               "Accept": "*/*"}
-    headers.update(options.headers)
+    url, headers, extensions = _request_parts(endpoint, address, options, deadline, trace)
     try:
         with connection, connection.stream(options.method, url, headers=headers, extensions=extensions) as resp:
             _read_some(resp)
@@ -244,14 +256,139 @@ def _request(
         raise ProbeError(ErrorKind.TIMEOUT, _timeout_detail(trace.step, deadline)) from None
     except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
         phases.update(trace.phases())
-        raise ProbeError(*_classify(exc, trace.step, deadline)) from None
+        raise ProbeError(*_classify(exc, trace.step, deadline, options.ip_version is not None)) from None
     phases.update(trace.phases())
     phases.update(backend.stamps.phases())  # the socket stamps win where both exist
     phases["total"] = deadline.elapsed()
     if "ttfb" not in phases:  # cannot happen with HTTP/1.1; guard rather than report a made-up number
         raise ProbeError(ErrorKind.OTHER, "response arrived but the trace recorded no request timing")
     return ProbeResult(latency=phases["ttfb"], phases=MappingProxyType(phases), status=status, address=address,
-                       tls_version=backend.stamps.tls_version)
+                       tls_version=backend.stamps.tls_version, connect_timing=backend.stamps.connect_timing)
+
+
+def _context_for(endpoint: Endpoint, options: HttpsOptions) -> ssl.SSLContext | None:
+    if endpoint.scheme != "https":
+        return None
+    return options.ssl_context or _default_context()
+
+
+def _request_parts(endpoint: Endpoint, address: str, options: HttpsOptions, deadline: Deadline, trace: PhaseTrace
+                   ) -> tuple[httpcore.URL, dict[bytes | str, bytes | str], dict[str, Any]]:
+    """The URL (to the address), headers (Host keeps the name) and httpcore extensions (SNI keeps the name) of
+    one request."""
+    url = httpcore.URL(
+        scheme=endpoint.scheme, host=address, port=endpoint.port, target=options.path or endpoint.path
+    )
+    extensions: dict[str, Any] = {"trace": trace, "timeout": _timeouts(deadline)}
+    if endpoint.scheme == "https" and not endpoint.host_is_ip:
+        extensions["sni_hostname"] = endpoint.host
+    headers: dict[bytes | str, bytes | str] = {"Host": endpoint.host_header(), "User-Agent": USER_AGENT,
+                                               "Accept": "*/*"}
+    headers.update(options.headers)
+    return url, headers, extensions
+
+
+# -- warm: a kept-alive connection per endpoint ------------------------------------------------------------
+
+KEPT_IDLE_LIMIT = 600.0
+"""A kept connection unused this long (seconds; e.g. its region left the configuration) is closed."""
+
+
+class KeptConnection:
+    """One endpoint's kept-alive connection (`measure: warm`): an httpcore pool of one connection on a backend
+    whose deadline and stamps are renewed for each probe. The pool drops a connection the server closed (it
+    reads as readable at EOF when idle) and opens a new one on the next request."""
+
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        self.backend = DeadlineBackend(Deadline(1.0))
+        self.pool = httpcore.ConnectionPool(ssl_context=context, max_connections=1, max_keepalive_connections=1,
+                                            retries=0, network_backend=self.backend)
+        self.lock = threading.Lock()
+        self.used_at = time.monotonic()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+_kept: dict[tuple[Any, ...], KeptConnection] = {}
+_kept_lock = threading.Lock()
+
+
+def _kept_connection(key: tuple[Any, ...], context: ssl.SSLContext | None) -> KeptConnection:
+    """The kept connection for `key`, made when missing; connections idle past KEPT_IDLE_LIMIT are closed."""
+    now = time.monotonic()
+    with _kept_lock:
+        idle = [k for k, kept in _kept.items()
+                if k != key and now - kept.used_at > KEPT_IDLE_LIMIT and not kept.lock.locked()]
+        closing = [_kept.pop(k) for k in idle]
+        kept = _kept.get(key)
+        if kept is None:
+            kept = _kept[key] = KeptConnection(context)
+    for old in closing:
+        old.close()
+    return kept
+
+
+def close_kept_connections() -> None:
+    """Close every kept-alive connection (tests; a process that stops probing)."""
+    with _kept_lock:
+        kept = list(_kept.values())
+        _kept.clear()
+    for connection in kept:
+        connection.close()
+
+
+def _warm_request(
+    endpoint: Endpoint, address: str, options: HttpsOptions, deadline: Deadline, phases: dict[str, float]
+) -> ProbeResult:
+    """One request on the endpoint's kept-alive connection; the latency is its `ttfb`.
+
+    Every warm sample is a request on a connection that carried one before: when there is none (the first probe,
+    or the server closed it) the probe connects, sends a request (its `connect` and `tls` are this result's
+    phases), then sends the measured one. A kept connection that breaks under the request (the server closed it
+    as the request left) is replaced once, within the deadline.
+    """
+    context = _context_for(endpoint, options)
+    key = (endpoint.scheme, address, endpoint.port, endpoint.host, id(context))
+    kept = _kept_connection(key, context)
+    if not kept.lock.acquire(timeout=max(deadline.remaining(), 0.001)):
+        raise ProbeError(ErrorKind.TIMEOUT, _timeout_detail("connect_tcp", deadline))
+    try:
+        kept.used_at = time.monotonic()
+        opened: SocketStamps | None = None
+        broken = 0
+        while True:
+            kept.backend.begin(deadline)
+            trace = PhaseTrace()
+            url, headers, extensions = _request_parts(endpoint, address, options, deadline, trace)
+            try:
+                with kept.pool.stream(options.method, url, headers=headers, extensions=extensions) as resp:
+                    _read_some(resp)
+                    status = resp.status
+            except httpcore.TimeoutException:
+                raise ProbeError(ErrorKind.TIMEOUT, _timeout_detail(trace.step, deadline)) from None
+            except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+                if kept.backend.stamps.connect is None and broken == 0 and not deadline.expired:
+                    broken += 1  # a kept connection the server had closed: connect again
+                    continue
+                raise ProbeError(*_classify(exc, trace.step, deadline, options.ip_version is not None)) from None
+            stamps = kept.backend.stamps
+            if stamps.connect is not None and opened is None:
+                opened = stamps  # a new connection: its first request is not a warm one
+                continue
+            break
+    finally:
+        kept.lock.release()
+    if opened is not None:
+        phases.update({name: value for name, value in opened.phases().items() if name in ("connect", "tls")})
+    measured = stamps.phases()
+    if "ttfb" not in measured:
+        raise ProbeError(ErrorKind.OTHER, "response arrived but the trace recorded no request timing")
+    phases["ttfb"] = measured["ttfb"]
+    phases["total"] = deadline.elapsed()
+    return ProbeResult(latency=phases["ttfb"], phases=MappingProxyType(phases), status=status, address=address,
+                       tls_version=opened.tls_version if opened is not None else None,
+                       connect_timing=opened.connect_timing if opened is not None else None)
 
 
 def _read_some(response: httpcore.Response) -> None:
@@ -282,10 +419,16 @@ _STEP_NAMES = {
 }
 
 
-def _classify(exc: BaseException, step: str, deadline: Deadline) -> tuple[ErrorKind, str]:
-    """Map an httpcore/socket failure to an ErrorKind, using the cause and the step it happened in."""
+def _classify(exc: BaseException, step: str, deadline: Deadline, family_asked: bool = False
+              ) -> tuple[ErrorKind, str]:
+    """Map an httpcore/socket failure to an ErrorKind, using the cause and the step it happened in.
+    `family_asked`: the target asked for an address family (`ip_version`): a connect error saying this host cannot
+    use it is `ip_family_unavailable`."""
     cause = exc.__cause__ or exc.__context__ or exc
     where = _STEP_NAMES.get(step, step)
+    if (family_asked and step == "connect_tcp" and isinstance(cause, OSError)
+            and cause.errno in FAMILY_UNREACHABLE_ERRNOS):
+        return ErrorKind.FAMILY_UNAVAILABLE, f"{where}: {describe(cause)}"
     if isinstance(cause, TimeoutError) or deadline.expired:
         return ErrorKind.TIMEOUT, _timeout_detail(step, deadline)
     if isinstance(cause, ssl.SSLError) or step == "start_tls":
@@ -317,6 +460,7 @@ class SocketStamps:
 
     def __init__(self) -> None:
         self.connect: tuple[float, float] | None = None
+        self.connect_kernel: float | None = None  # the kernel's SYN -> SYN-ACK round trip (tcpi_rtt), if it has one
         self.tls: tuple[float, float] | None = None
         self.first_write: float | None = None
         self.first_read: float | None = None
@@ -325,12 +469,30 @@ class SocketStamps:
     def phases(self) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.connect is not None:
-            out["connect"] = self.connect[1] - self.connect[0]
+            out["connect"] = self.connect[1] - self.connect[0] if self.connect_kernel is None else self.connect_kernel
         if self.tls is not None:
             out["tls"] = self.tls[1] - self.tls[0]
         if self.first_write is not None and self.first_read is not None:
             out["ttfb"] = self.first_read - self.first_write
         return out
+
+    @property
+    def connect_timing(self) -> ConnectTiming | None:
+        """Which clock timed the `connect` phase: the kernel's tcpi_rtt or our stamps (None: no connect)."""
+        if self.connect is None:
+            return None
+        return ConnectTiming.STAMPS if self.connect_kernel is None else ConnectTiming.KERNEL
+
+
+class ProbeWindow:
+    """What the sockets of one probe answer to: its deadline and its stamps. A fresh connection lives in one
+    window; a kept-alive one (`measure: warm`) gets a new window for each probe (`DeadlineBackend.begin`)."""
+
+    __slots__ = ("deadline", "stamps")
+
+    def __init__(self, deadline: Deadline, stamps: SocketStamps | None = None) -> None:
+        self.deadline = deadline
+        self.stamps = stamps or SocketStamps()
 
 
 class DeadlineBackend(httpcore.NetworkBackend):
@@ -343,8 +505,20 @@ class DeadlineBackend(httpcore.NetworkBackend):
     """
 
     def __init__(self, deadline: Deadline, stamps: SocketStamps | None = None) -> None:
-        self._deadline = deadline
-        self.stamps = stamps or SocketStamps()
+        self.window = ProbeWindow(deadline, stamps)
+
+    @property
+    def stamps(self) -> SocketStamps:
+        return self.window.stamps
+
+    @property
+    def _deadline(self) -> Deadline:
+        return self.window.deadline
+
+    def begin(self, deadline: Deadline) -> None:
+        """A new probe on the connections made here: its deadline and fresh stamps, for every stream alike."""
+        self.window.deadline = deadline
+        self.window.stamps = SocketStamps()
 
     def connect_tcp(
         self,
@@ -372,15 +546,16 @@ class DeadlineBackend(httpcore.NetworkBackend):
                 sock.setsockopt(*option)
             if local_address is not None:
                 sock.bind((local_address, 0))
-            started, ended = timed_connect(sock, sockaddr, budget)
+            span = timed_connect(sock, sockaddr, budget)
         except TimeoutError as exc:
             sock.close()
             raise httpcore.ConnectTimeout(f"connect did not finish within {budget:.3g}s") from exc
         except OSError as exc:
             sock.close()
             raise httpcore.ConnectError(describe(exc)) from exc
-        self.stamps.connect = (started, ended)
-        return DeadlineStream(sock, self._deadline, self.stamps)
+        self.stamps.connect = (span.started, span.ended)
+        self.stamps.connect_kernel = span.kernel
+        return DeadlineStream(sock, self.window)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(min(seconds, self._deadline.remaining()))
@@ -389,10 +564,18 @@ class DeadlineBackend(httpcore.NetworkBackend):
 class DeadlineStream(httpcore.NetworkStream):
     """A socket (plain, then TLS) whose reads, writes and TLS handshake never outlive the deadline."""
 
-    def __init__(self, sock: socket.socket, deadline: Deadline, stamps: SocketStamps) -> None:
+    def __init__(self, sock: socket.socket, deadline: Deadline | ProbeWindow, stamps: SocketStamps | None = None
+                 ) -> None:
         self._sock = sock
-        self._deadline = deadline
-        self._stamps = stamps
+        self._window = deadline if isinstance(deadline, ProbeWindow) else ProbeWindow(deadline, stamps)
+
+    @property
+    def _deadline(self) -> Deadline:
+        return self._window.deadline
+
+    @property
+    def _stamps(self) -> SocketStamps:
+        return self._window.stamps
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         budget = _budget(self._deadline, timeout, httpcore.ReadTimeout)
@@ -463,7 +646,7 @@ class DeadlineStream(httpcore.NetworkStream):
         except BaseException:
             tls.close()
             raise
-        return DeadlineStream(tls, self._deadline, self._stamps)
+        return DeadlineStream(tls, self._window)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":  # httpcore asks it for the ALPN protocol; SSLSocket answers like SSLObject

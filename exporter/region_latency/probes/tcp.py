@@ -1,8 +1,10 @@
 """The `tcp` probe: how long a TCP handshake to the endpoint takes (one network round trip).
 
 DNS is resolved and timed first (phase `dns`) and kept out of the latency, which is the connect
-time alone (phase `connect`: SYN handed to the kernel -> the wake-up at which the handshake completed,
-`base.timed_connect`). Nothing is sent: the socket is closed right after the handshake.
+time alone (phase `connect`): the kernel's own SYN -> SYN-ACK round trip (TCP_INFO tcpi_rtt) where the platform
+has it and the SYN was not retransmitted, else this process's stamps (SYN handed to the kernel -> the wake-up
+at which the handshake completed); `ProbeResult.connect_timing` says which (`base.timed_connect`). Nothing is
+sent: the socket is closed right after the handshake.
 
 Options (`TcpOptions`): `port` (overrides the URL's port), `ip_version` (4, 6 or None).
 """
@@ -15,6 +17,8 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from region_latency.probes.base import (
+    FAMILY_UNREACHABLE_ERRNOS,
+    ConnectSpan,
     Deadline,
     ErrorKind,
     IpVersion,
@@ -57,33 +61,52 @@ def probe(target: Target, timeout: float) -> ProbeResult:
         address = found.address
         if found.seconds is not None:
             phases["dns"] = found.seconds
-        phases["connect"] = connect_time(found.family, found.address, endpoint.port, deadline)
+        span = timed_handshake(found.family, found.address, endpoint.port, deadline,
+                               family_asked=options.ip_version is not None)
     except ProbeError as exc:
         return ProbeResult.failure(exc.kind, exc.detail, phases, address=address)
+    phases["connect"] = span.seconds
     phases["total"] = deadline.elapsed()
-    return ProbeResult(latency=phases["connect"], phases=MappingProxyType(phases), address=address)
+    return ProbeResult(latency=phases["connect"], phases=MappingProxyType(phases), address=address,
+                       connect_timing=span.timing)
 
 
 def connect_time(family: socket.AddressFamily, address: str, port: int, deadline: Deadline) -> float:
     """Seconds one TCP handshake to (address, port) takes; ProbeError when it fails or runs out of time."""
+    return timed_handshake(family, address, port, deadline).seconds
+
+
+def timed_handshake(family: socket.AddressFamily, address: str, port: int, deadline: Deadline, *,
+                    family_asked: bool = False) -> ConnectSpan:
+    """One TCP handshake to (address, port), timed (`timed_connect`); ProbeError when it fails or runs out of
+    time. `family_asked`: the target asked for this address family (`ip_version`), so an error saying this host
+    cannot use the family is FAMILY_UNAVAILABLE rather than a connection failure."""
     budget = deadline.remaining()
     if budget <= 0:
         raise ProbeError(ErrorKind.TIMEOUT, f"no time left to connect to {address}:{port}")
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:  # the family is disabled on this host
+        raise ProbeError(connect_error_kind(exc, family_asked), f"socket for {address}: {describe(exc)}") from None
+    with sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sent, arrived = timed_connect(sock, (address, port), budget)
+            return timed_connect(sock, (address, port), budget)
         except TimeoutError:
             raise ProbeError(
                 ErrorKind.TIMEOUT, f"connect to {address}:{port} timed out after {deadline.timeout:g}s"
             ) from None
         except OSError as exc:
-            raise ProbeError(connect_error_kind(exc), f"connect to {address}:{port}: {describe(exc)}") from None
-        return arrived - sent
+            raise ProbeError(connect_error_kind(exc, family_asked),
+                             f"connect to {address}:{port}: {describe(exc)}") from None
 
 
-def connect_error_kind(exc: OSError) -> ErrorKind:
-    """Refused (or reset while connecting) is `refused`; unreachable networks and the rest are `connection`."""
+def connect_error_kind(exc: OSError, family_asked: bool = False) -> ErrorKind:
+    """Refused (or reset while connecting) is `refused`; unreachable networks and the rest are `connection`; with
+    `family_asked`, an error saying this host cannot use the family (no route, no address) is
+    `ip_family_unavailable`."""
+    if family_asked and exc.errno in FAMILY_UNREACHABLE_ERRNOS:
+        return ErrorKind.FAMILY_UNAVAILABLE
     if isinstance(exc, ConnectionRefusedError | ConnectionResetError) or exc.errno in _REFUSED_ERRNOS:
         return ErrorKind.REFUSED
     if isinstance(exc, TimeoutError):
