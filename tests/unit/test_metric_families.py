@@ -9,6 +9,7 @@ import pytest
 
 from region_latency.export.families import TARGET_FAMILIES, Family, HistogramFamily, Kind, Scope
 from region_latency.export.prometheus import RegionLatencyCollector
+from region_latency.metric_options import ALL_METRICS
 from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import TrustedRanking
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
@@ -20,7 +21,7 @@ METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "METRICS.md"
 def busy_snapshot() -> TargetSnapshot:
     """Every family has series: ranked and unranked regions, failures with reasons, phases, statuses."""
     state = TargetState(TargetInfo("t", "svc", "https"), ["a", "b", "c"], RegionLatencyTracker(),
-                        TrustedRanking(30.0, min_samples=2), clock=lambda: 1000.0)
+                        TrustedRanking(30.0, min_samples=2), clock=lambda: 1000.0, metrics=ALL_METRICS)
     for region, latency in (("a", 0.05), ("b", 0.02), ("a", 0.04), ("b", 0.03)):
         state.record(region, ProbeResult(latency, {"dns": 0.001, "connect": 0.01, "ttfb": latency}, status=403))
     state.record("c", ProbeResult.failure(ErrorKind.TIMEOUT, "no answer"))

@@ -95,9 +95,10 @@ def metrics(table: Sequence[AnyFamily[Source]], sources: Sequence[Source],
         if isinstance(family, HistogramFamily):
             histogram = HistogramMetricFamily(family.name, family.help, labels=family.labels)
             for source, ident in zip(sources, idents, strict=True):
+                le = family.le_labels_for(source)
                 for region, extra, (cumulative, total) in family.read(source):
                     histogram.add_metric(_label_values(ident, region, extra),
-                                         list(zip(family.le_labels, cumulative, strict=True)), total)
+                                         list(zip(le, cumulative, strict=True)), total)
             yield histogram
             continue
         metric = _scalar(family)
