@@ -3,6 +3,11 @@
 One scheduler thread keeps a heap of due times and hands due jobs to a thread pool. A slow or dead
 region only occupies its own worker (each probe honours its timeout); a job whose previous run is
 still in flight is skipped for that round and counted, never run twice at once.
+
+New jobs run at once (the first sweep: readiness), then each on a slot of its own, the slots of the jobs
+added together spread evenly over their interval: 1,000 pairs every 15 s start ~67 probes a second, not
+1,000 in a burst every 15 s. Nothing here logs per probe: a job that keeps overrunning its interval is
+logged when it starts to, and a probe that raises once per job and kind of exception.
 """
 
 from __future__ import annotations
@@ -38,12 +43,20 @@ class Job:
     on_result: Callable[[Target, ProbeResult], None]
 
 
+_raised: set[tuple[str, str, str, type[BaseException]]] = set()  # (service, region, url, exception type) logged
+
+
 def run_probe(probe: ProbeFn, target: Target, timeout: float) -> ProbeResult:
-    """Run one probe; a probe that raises (a bug) becomes an `other` failure, not a dead worker."""
+    """Run one probe; a probe that raises (a bug) becomes an `other` failure, not a dead worker (its traceback is
+    logged once per target and exception type, not once per probe)."""
     try:
         return probe(target, timeout)
     except Exception as exc:
-        log.exception("probe of %s %s raised", target.service, target.region)
+        key = (target.service, target.region, target.url, type(exc))
+        if key not in _raised:
+            _raised.add(key)
+            log.exception("probe of %s %s raised (logged once per target and exception type)", target.service,
+                          target.region)
         return ProbeResult.failure(ErrorKind.OTHER, f"probe raised {type(exc).__name__}: {exc}")
 
 
@@ -103,6 +116,7 @@ class Scheduler:
         self._running: dict[str, Future[ProbeResult]] = {}
         self._completed: set[str] = set()
         self._skipped: dict[str, int] = {}
+        self._overrunning: set[str] = set()  # jobs whose latest round was skipped (logged once per episode)
         self._generation = 0
         self._seq = itertools.count()
         self._cond = threading.Condition()
@@ -121,12 +135,19 @@ class Scheduler:
             now = self._clock()
             kept = {slot.job.key: slot for slot in self._heap if slot.job.key in self._jobs}
             self._heap = []
+            fresh = [job for job in jobs if not (job.key in old and job.key in kept
+                                                 and old[job.key].interval == job.interval)]
+            place = {job.key: (i + 0.5) / len(fresh) for i, job in enumerate(fresh)}  # in (0, 1), centred
             for job in jobs:
                 slot = kept.get(job.key)
-                if job.key in old and slot is not None and old[job.key].interval == job.interval:
+                if job.key not in place and slot is not None:
                     due, nominal = slot.due, slot.nominal
                 else:
-                    due = nominal = now + self._rng.uniform(0, min(job.interval * self.jitter, 1.0))
+                    # Run now (within a second), then from a slot of its own: its second run lands half an
+                    # interval to one and a half after the first, by its place among the new jobs (a job added
+                    # alone: one interval after).
+                    due = now + self._rng.uniform(0, min(job.interval * self.jitter, 1.0))
+                    nominal = due + job.interval * (place[job.key] - 0.5)
                 heapq.heappush(self._heap, _Slot(due, next(self._seq), job, self._generation, nominal))
             self._completed &= set(self._jobs)
             self._cond.notify_all()
@@ -213,8 +234,12 @@ class Scheduler:
             return  # replaced by a reload
         if job.key in self._running:
             self._skipped[job.key] = self._skipped.get(job.key, 0) + 1
-            log.warning("%s: previous probe still running, skipping this round", job.key)
+            if job.key not in self._overrunning:
+                self._overrunning.add(job.key)
+                log.warning("%s: previous probe still running, skipping this round (logged once until a round "
+                            "runs again; the count per job is in the scheduler's skipped())", job.key)
         else:
+            self._overrunning.discard(job.key)
             future = self._pool.submit(_run_and_deliver, job)
             self._running[job.key] = future
             future.add_done_callback(functools.partial(self._finished_future, job.key))
