@@ -286,12 +286,13 @@ def run(sizes: Sequence[int] = SIZES, window: float = WINDOW, code: Path | None 
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = json.loads(RAW.read_text()) if RAW.exists() else {}
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    measured_sizes: dict[str, dict[str, Any]] = {}
     entry = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": load, "command": command_line(),
-             "sizes": {}}
+             "sizes": measured_sizes}
     for pairs in sizes:
         print(f"-- {label}: {pairs} pairs", flush=True)
         measured = measure(pairs, window, code, OUT_DIR / "scale")
-        entry["sizes"][str(pairs)] = measured
+        measured_sizes[str(pairs)] = measured
         print(f"   CPU {measured['cpu_share'] * 100:.1f} %, RSS {_mb(measured['rss_end'])} MB, gzip p50/p99 "
               f"{_ms(measured['p50_gzip'])}/{_ms(measured['p99_gzip'])} ms, plain "
               f"{_ms(measured['p50_plain'])}/{_ms(measured['p99_plain'])} ms, {measured['series_per_pair']:.1f} "

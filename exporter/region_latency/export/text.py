@@ -146,9 +146,10 @@ def render_targets(snapshots: Sequence[TargetSnapshot]) -> str:
 class TargetText:
     """One target's part of every family of TARGET_FAMILIES (`parts[i]`: the lines of family i, as bytes), kept
     from one snapshot to the next: a region's lines are written again only when its key changed (its version,
-    i.e. a probe result of its own; its tracker stats; its ranking entry; the target's metrics options)."""
+    bumped by a probe result of its own, the only way its tracker stats, counters and latest probe change; and
+    its ranking entry). New options (a reload) write everything again."""
 
-    __slots__ = ("_blocks", "_ident", "_regional", "_regions", "parts", "snapshot")
+    __slots__ = ("_blocks", "_ident", "_options", "_regional", "_regions", "parts", "snapshot")
 
     def __init__(self) -> None:
         self.snapshot: TargetSnapshot | None = None
@@ -158,6 +159,7 @@ class TargetText:
         # region -> (key, the region's lines of each REGION-scoped family, in table order)
         self._regions: dict[str, tuple[object, tuple[str, ...]]] = {}
         self._blocks: dict[str, _Blocks] = {}  # region -> its label blocks (escaped once per target and region)
+        self._options: object = None
 
     def update(self, snap: TargetSnapshot) -> bool:
         """Bring the parts up to `snap`; False when `snap` is the one they show already."""
@@ -166,11 +168,13 @@ class TargetText:
         ident = target_identity(snap)
         if ident != self._ident:
             self._ident, self._regions, self._blocks = ident, {}, {}
+        if snap.metrics is not self._options:
+            self._options, self._regions = snap.metrics, {}
         regions = self._regions
         entries = entries_by_region(snap)
-        stats, versions, options = snap.tracker.regions, snap.region_versions, snap.metrics
+        versions = snap.region_versions
         for region in snap.regions:
-            key = (versions.get(region), stats.get(region), entries.get(region), options)
+            key = (versions.get(region), entries.get(region))
             cached = regions.get(region)
             if cached is None or cached[0] != key:
                 regions[region] = (key, self._region_lines(snap, region))
