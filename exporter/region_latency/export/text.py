@@ -168,28 +168,40 @@ class TargetText:
         ident = target_identity(snap)
         if ident != self._ident:
             self._ident, self._regions, self._blocks = ident, {}, {}
+        old = self.parts
+        previous = self.snapshot
         if snap.metrics is not self._options:
-            self._options, self._regions = snap.metrics, {}
+            self._options, self._regions, old = snap.metrics, {}, ()
+        if previous is None or previous.regions != snap.regions:
+            old = ()  # every part laid out again
         regions = self._regions
         entries = entries_by_region(snap)
         versions = snap.region_versions
+        changed: set[int] = set()  # columns (REGION-scoped families, in order) some region's lines changed in
         for region in snap.regions:
             key = (versions.get(region), entries.get(region))
             cached = regions.get(region)
             if cached is None or cached[0] != key:
-                regions[region] = (key, self._region_lines(snap, region))
+                lines = self._region_lines(snap, region)
+                if cached is not None:
+                    changed.update(i for i, (new, was) in enumerate(zip(lines, cached[1], strict=True)) if new != was)
+                regions[region] = (key, lines)
         if len(regions) > len(snap.regions):
             for gone in set(regions) - set(snap.regions):
                 del regions[gone]
                 self._blocks.pop(gone, None)
-        lines = [regions[region][1] for region in snap.regions]
-        old = self.parts
+        ranking_moved = previous is None or previous.ranking is not snap.ranking
         parts: list[bytes] = []
         column = 0
         for index, family in enumerate(TARGET_FAMILIES):
             if family.scope is Scope.REGION:
-                part = "".join([region_lines[column] for region_lines in lines]).encode()
+                if old and column not in changed:
+                    part = old[index]
+                else:
+                    part = "".join([regions[region][1][column] for region in snap.regions]).encode()
                 column += 1
+            elif old and not ranking_moved:  # the target-wide families follow the ranking and the regions
+                part = old[index]
             else:
                 part = render((family,), (snap,), target_identity).removeprefix(_header(family)).encode()
             parts.append(old[index] if old and old[index] == part else part)  # unchanged: the same object
