@@ -213,6 +213,73 @@ def measure(pairs: int, window: float, code: Path | None, workdir: Path) -> dict
     }
 
 
+# -- where the CPU goes ---------------------------------------------------------------------------------------------
+
+BREAKDOWN = {
+    "scheduler + https probe + TargetState.record": "full",
+    "scheduler + https probe (results dropped)": "norecord",
+    "scheduler + TargetState.record (a probe that returns at once)": "noop",
+}
+
+
+def breakdown_worker(payload: dict[str, Any]) -> dict[str, float]:
+    """One variant in a process of its own: the exporter's scheduler and probes over `pairs` jobs, no web side."""
+    from region_latency.config import TargetConfig
+    from region_latency.probes import Target, get_probe
+    from region_latency.probes.base import ProbeFn, ProbeResult
+    from region_latency.ranking import RankingSettings, policy_for
+    from region_latency.scheduler import Job, Scheduler
+    from region_latency.state import TargetInfo, TargetState
+    from region_latency.tracker import RegionLatencyTracker
+
+    mode, port = payload["mode"], payload["port"]
+    probe: ProbeFn = get_probe("https")
+    if mode == "noop":
+        def probe(_target: Target, _timeout: float) -> ProbeResult:
+            return ProbeResult(0.01, {"connect": 0.001, "ttfb": 0.01})
+    options = TargetConfig.model_validate({"service": "bedrock-runtime", "regions": ["us-east-1"]}).options
+    jobs = []
+    for target in config(payload["pairs"], port=0, standin_port=port)["targets"]:
+        state = TargetState(TargetInfo(target["name"], "bedrock-runtime", "https"), target["regions"],
+                            RegionLatencyTracker(), policy_for(RankingSettings.model_validate({}), INTERVAL))
+        for region in target["regions"]:
+            def record(_t: Target, result: ProbeResult, state: TargetState = state, region: str = region) -> None:
+                if mode != "norecord":
+                    state.record(region, result)
+            jobs.append(Job(f"{target['name']}/{region}", Target("bedrock-runtime", region,
+                                                                 target["endpoints"][region], options),
+                            probe, INTERVAL, 5.0, record))
+    scheduler = Scheduler(64)
+    scheduler.set_jobs(jobs)
+    scheduler.start()
+    time.sleep(INTERVAL + 5)  # the first sweep, then the slots settle
+    cpu, at = time.process_time(), time.monotonic()
+    time.sleep(payload["seconds"])
+    share = (time.process_time() - cpu) / (time.monotonic() - at)
+    scheduler.stop(timeout=10)
+    return {"cpu_share": share}
+
+
+def breakdown(pairs: int = 1000, seconds: float = 30.0) -> dict[str, float]:
+    """CPU share of each variant, one process each, against the stand-in."""
+    stand = subprocess.Popen([sys.executable, "-m", "bench.scale", "--standin", str(STANDIN_PORT)], cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.DEVNULL)
+    out = {}
+    try:
+        wait_until(lambda: http_get(STANDIN_PORT, "/__arrivals", timeout=2)[0] == 200, 30, "stand-in up")
+        for what, mode in BREAKDOWN.items():
+            payload = json.dumps({"mode": mode, "port": STANDIN_PORT, "pairs": pairs, "seconds": seconds})
+            done = subprocess.run([sys.executable, "-m", "bench.scale", "--worker", payload], cwd=REPO,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                                  check=True, timeout=INTERVAL + seconds + 60)
+            out[what] = json.loads(done.stdout)["cpu_share"]
+            print(f"   {what}: {out[what] * 100:.1f} %", flush=True)
+    finally:
+        stand.terminate()
+        stand.wait(timeout=10)
+    return out
+
+
 # -- the report ------------------------------------------------------------------------------------------------------
 
 def _mb(n: float) -> str:
@@ -243,6 +310,18 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
                      "most probes started in one second"], rows)
 
 
+def _breakdown_text(runs: dict[str, dict[str, Any]]) -> list[str]:
+    found = [(name, run["breakdown"]) for name, run in runs.items() if run.get("breakdown")]
+    if not found:
+        return []
+    name, shares = found[-1]
+    return ["", f"Where the CPU goes at 1,000 pairs (`{name}`'s code, `--breakdown`): the scheduler and the probes "
+            "alone, without the web side, each variant in a process of its own for 30 s after its first sweep "
+            "(the difference between two rows is the part one leaves out).", "",
+            md_table(["variant", "CPU of one core"],
+                     [[what, f"{share * 100:.1f} %"] for what, share in shares.items()])]
+
+
 def result(runs: dict[str, dict[str, Any]], label: str, seconds: float) -> BenchResult:
     runs_text = "\n".join(f"- `{name}`: {run['when']}, load average at start {run['load']}; command "
                           f"`{run['command']}`" for name, run in runs.items())
@@ -262,6 +341,7 @@ def result(runs: dict[str, dict[str, Any]], label: str, seconds: float) -> Bench
         runs_text,
         "",
         table(runs),
+        *_breakdown_text(runs),
     ])
     now = runs[label]["sizes"].get("1000")
     goals = []
@@ -311,11 +391,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--code", type=Path, help="run the exporter from this checkout (e.g. main's, for 'before')")
     parser.add_argument("--label", default="after", help="name of this run in the table (default after)")
     parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only measure where the CPU goes at 1,000 pairs (added to the run named by --label)")
     parser.add_argument("--standin", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.standin:
         standin(args.standin)
         return 0
+    if args.worker:
+        print(json.dumps(breakdown_worker(json.loads(args.worker))))
+        return 0
+    if args.breakdown:
+        started = time.monotonic()
+        runs: dict[str, dict[str, Any]] = json.loads(RAW.read_text()) if RAW.exists() else {}
+        runs.setdefault(args.label, {"when": "-", "load": "-", "command": command_line(), "sizes": {}})
+        runs[args.label]["breakdown"] = breakdown()
+        RAW.write_text(json.dumps(runs, indent=1) + "\n")
+        return finish(result(runs, args.label, time.monotonic() - started), write=not args.no_report)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     return finish(run(sizes, args.window, args.code, args.label), write=not args.no_report)
 

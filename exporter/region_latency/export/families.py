@@ -9,7 +9,11 @@ written twice.
 A reader yields samples `(region, extra, value)`: `region` is the region for a REGION-scoped family and None for
 a TARGET-scoped one (the publishers add the target's labels, and the region's), `extra` the values of the
 family's `extra_labels`, in order. A series that has nothing to show is not yielded (no EMA before the first
-sample, no rank for an unranked region).
+sample, no rank for an unranked region), and neither is one the target's `metrics:` options leave out
+(region_latency/metric_options.py: phases, states, ranked positions, probe details, the histogram). A
+REGION-scoped family also has `read_region(snapshot, region)`, one region's part of the same walk, so that a
+writer can redo only the regions that changed (export/text.py's TargetText); a histogram's bucket bounds are
+the target's own (`HistogramFamily.bounds(source)`; `buckets` is the default).
 
 The metadata is enough to derive an OpenTelemetry instrument: `kind` gives the instrument (gauge: an observable
 gauge, counter: an observable monotonic counter, histogram: a histogram with `buckets` as explicit bounds),
@@ -28,12 +32,12 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, Generic, TypeVar
 
-from region_latency.metric_options import PHASES
+from region_latency import metric_options
 from region_latency.ranking import RankedRegion, RegionState
 from region_latency.state import SAMPLE_BUCKETS, TargetSnapshot
 
 NAMESPACE = "region_latency"
-__all__ = ["PHASES"]  # re-exported: the phases' order is the table's
+PHASES = metric_options.PHASES  # every phase a probe may time, in the table's order (declared with the options)
 
 Source = TypeVar("Source")
 _V = TypeVar("_V")
