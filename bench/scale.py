@@ -299,13 +299,16 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
             m = run["sizes"].get(str(pairs))
             if m is None:
                 continue
-            rows.append([f"{pairs:,}", label, f"{m['cpu_share'] * 100:.1f} %", _mb(m["rss_end"]), _mb(m["rss_peak"]),
+            per_probe = m["cpu_share"] / m["probes_per_s"] if m["probes_per_s"] else float("nan")
+            rows.append([f"{pairs:,}", label, f"{m['cpu_share'] * 100:.1f} %", f"{m['probes_per_s']:.1f}",
+                         f"{per_probe * 1e3:.2f}", _mb(m["rss_end"]), _mb(m["rss_peak"]),
                          f"{_ms(m['p50_gzip'])} / {_ms(m['p99_gzip'])}",
                          f"{_ms(m['p50_plain'])} / {_ms(m['p99_plain'])}",
                          f"{m['bytes_plain'] / 1e6:.2f} MB / {m['bytes_gzip'] / 1e3:.0f} KB",
                          f"{m['series_per_pair']:.1f}",
                          f"{m['peak_1s']} (ideal {m['ideal_1s']:.0f})"])
-    return md_table(["pairs", "code", "CPU of one core", "RSS MB", "peak RSS MB", "/metrics gzip p50 / p99 ms",
+    return md_table(["pairs", "code", "CPU of one core", "probes / s", "CPU ms / probe", "RSS MB", "peak RSS MB",
+                     "/metrics gzip p50 / p99 ms",
                      "/metrics plain p50 / p99 ms", "payload plain / gzip", "series per pair",
                      "most probes started in one second"], rows)
 
@@ -335,7 +338,11 @@ def result(runs: dict[str, dict[str, Any]], label: str, seconds: float) -> Bench
         f"{SCRAPE_GAP:g} s apart (probe results land between any two), each timed until its last byte was read; "
         "series per pair is every region_latency_* sample but build info, over the pairs; the sweep's spread is "
         "the most probe requests the stand-in saw start in one second of the window (a schedule without bursts "
-        "puts pairs / 15 in each). The machine is shared (2 cores): the load average says how busy it was.",
+        "puts pairs / 15 in each). Probes / s is what the stand-in saw in the CPU window: after the first sweep "
+        "the new schedule gives each pair its own slot, its second run 0.5 to 1.5 intervals after the first, so a "
+        "window that starts right after the first sweep sees a little less than pairs / 15; CPU ms / probe "
+        "compares the two schedules at their own rates. The machine is shared (2 cores): the load average says "
+        "how busy it was.",
         "",
         "Runs:",
         runs_text,
