@@ -140,7 +140,7 @@ def _sleep_until(at: float) -> None:
         time.sleep(delay)
 
 
-def measure(pairs: int, window: float, code: Path | None, workdir: Path) -> dict[str, Any]:
+def measure(pairs: int, window: float, code: Path | None, workdir: Path, settle: float = 0.0) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if code is not None:
@@ -157,7 +157,7 @@ def measure(pairs: int, window: float, code: Path | None, workdir: Path) -> dict
         wait_until(lambda: http_get(STANDIN_PORT, "/__arrivals", timeout=2)[0] == 200, 30, "stand-in up")
         wait_until(lambda: http_get(EXPORTER_PORT, "/-/ready", timeout=2)[0] == 200, 120, "first sweep",
                    alive=lambda: proc.poll() is None)
-        time.sleep(2.0)  # let the first sweep's stragglers land
+        time.sleep(2.0 + settle)  # let the first sweep's stragglers land (and, with `settle`, the slots settle)
         # CPU window: Prometheus' cadence
         cpu0, at0, wall0 = _cpu_with_children(proc.pid), time.monotonic(), time.time()
         prom_times = []
@@ -369,7 +369,7 @@ def result(runs: dict[str, dict[str, Any]], label: str, seconds: float) -> Bench
 
 
 def run(sizes: Sequence[int] = SIZES, window: float = WINDOW, code: Path | None = None,
-        label: str = "after") -> BenchResult:
+        label: str = "after", settle: float = 0.0) -> BenchResult:
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = json.loads(RAW.read_text()) if RAW.exists() else {}
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -378,7 +378,7 @@ def run(sizes: Sequence[int] = SIZES, window: float = WINDOW, code: Path | None 
              "sizes": measured_sizes}
     for pairs in sizes:
         print(f"-- {label}: {pairs} pairs", flush=True)
-        measured = measure(pairs, window, code, OUT_DIR / "scale")
+        measured = measure(pairs, window, code, OUT_DIR / "scale", settle)
         measured_sizes[str(pairs)] = measured
         print(f"   CPU {measured['cpu_share'] * 100:.1f} %, RSS {_mb(measured['rss_end'])} MB, gzip p50/p99 "
               f"{_ms(measured['p50_gzip'])}/{_ms(measured['p99_gzip'])} ms, plain "
@@ -397,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=WINDOW, help=f"seconds of CPU window (default {WINDOW:g})")
     parser.add_argument("--code", type=Path, help="run the exporter from this checkout (e.g. main's, for 'before')")
     parser.add_argument("--label", default="after", help="name of this run in the table (default after)")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds to wait after the first sweep before the CPU window (default 0)")
     parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--breakdown", action="store_true",
                         help="only measure where the CPU goes at 1,000 pairs (added to the run named by --label)")
@@ -417,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RAW.write_text(json.dumps(runs, indent=1) + "\n")
         return finish(result(runs, args.label, time.monotonic() - started), write=not args.no_report)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    return finish(run(sizes, args.window, args.code, args.label), write=not args.no_report)
+    return finish(run(sizes, args.window, args.code, args.label, args.settle), write=not args.no_report)
 
 
 if __name__ == "__main__":
