@@ -282,7 +282,8 @@ class ExporterProcess:
         self._log = self.log_path.open("w")
         self.started_at = time.monotonic()
         self.proc = sim.run_in_client(
-            [sys.executable, "-m", "region_latency", "serve", "--config", str(self.config_path)],
+            [sys.executable, "-m", "region_latency", "serve", "--config", str(self.config_path),
+             "--web.enable-lifecycle"],  # bench/scrape.py reloads over HTTP
             stdout=subprocess.DEVNULL, stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 

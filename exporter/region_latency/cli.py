@@ -11,6 +11,7 @@ import ctypes
 import json
 import logging
 import os
+import platform
 import signal
 import statistics
 import sys
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from region_latency import __version__
+from region_latency._version import __version__
+from region_latency.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, redact, setup_logging
 
 if TYPE_CHECKING:
     from region_latency.targets import ResolvedConfig, ResolvedTarget
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("region_latency")
 
 CONFIG_HELP = "YAML configuration file (default: $REGION_LATENCY_CONFIG, else the built-in default)."
+WEB_CONFIG_HELP = ("Web config file (TLS, basic auth) in exporter-toolkit's format; re-read when it changes "
+                   "(docs/OPERATIONS.md).")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -63,16 +67,25 @@ def _limit_malloc_arenas() -> None:
         ctypes.CDLL(None).mallopt(m_arena_max, 2)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def version_text() -> str:
+    """What `--version` prints: the version, the Python that runs it and the platform (as node_exporter does)."""
+    return (f"region-latency-exporter, version {__version__}\n"
+            f"  python:   {platform.python_version()} ({platform.python_implementation()})\n"
+            f"  platform: {platform.system().lower()}/{platform.machine()} ({platform.platform()})")
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_text())
+        ctx.exit()
+
+
+_version_option = click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+                               help="Print the version, Python and platform, and exit.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "--version", prog_name="region-latency-exporter")
+@_version_option
 def cli() -> None:
     """Measure latency to AWS regional endpoints, rank regions fastest first, and export it.
 
@@ -85,29 +98,41 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
-@click.option("--listen", help="Address for /metrics, host:port (default :9720).")
+@_version_option
+@click.option("--config.file", "--config", "config_path", help=CONFIG_HELP)
+@click.option("--web.listen-address", "--listen", "listen", help="Address for /metrics, host:port (default :9720).")
+@click.option("--web.config.file", "web_config_path", help=WEB_CONFIG_HELP)
+@click.option("--web.telemetry-path", "metrics_path", default="/metrics", show_default=True,
+              help="Path under which to expose metrics.")
+@click.option("--web.enable-lifecycle", "lifecycle", is_flag=True,
+              help="Enable reloads over HTTP (POST or PUT /-/reload); SIGHUP reloads either way.")
 @click.option("--cache", "cache_type", type=click.Choice(["file", "redis", "none"]), help="Where state persists.")
 @click.option("--cache-path", type=click.Path(dir_okay=False), help="File for the file cache.")
 @click.option("--redis-url", help="URL of the redis cache, e.g. redis://localhost:6379/0.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Probes in flight at most.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-def serve(config_path: str | None, listen: str | None, cache_type: str | None, cache_path: str | None,
-          redis_url: str | None, concurrency: int | None, log_level: str | None) -> None:
+@click.option("--log.level", "--log-level", "log_level", type=click.Choice(list(LOG_LEVELS), case_sensitive=False),
+              help="Only log messages with the given severity or above (default: the config's log_level, info).")
+@click.option("--log.format", "log_format", type=click.Choice(list(LOG_FORMATS)), default="logfmt",
+              show_default=True, help="Output format of log messages.")
+def serve(config_path: str | None, listen: str | None, web_config_path: str | None, metrics_path: str,
+          lifecycle: bool, cache_type: str | None, cache_path: str | None, redis_url: str | None,
+          concurrency: int | None, log_level: str | None, log_format: LogFormat) -> None:
     """Run the exporter: probe on a schedule and serve /metrics, /regions and a status page.
 
-    SIGHUP or POST /-/reload re-reads the configuration; SIGTERM or Ctrl-C stop it cleanly
-    (in-flight probes finish within their timeout, the cache is saved).
+    SIGHUP re-reads the configuration (and POST /-/reload, with --web.enable-lifecycle); SIGTERM or Ctrl-C stop
+    it cleanly (in-flight probes finish within their timeout, the cache is saved).
     """
+    if not metrics_path.startswith("/") or metrics_path.startswith("/-/") or metrics_path in ("/", "/regions"):
+        _fail(f"--web.telemetry-path must start with / and not be /, /regions or under /-/ (got {metrics_path!r})")
     overrides = {"listen": listen, "cache": cache_type, "cache_path": cache_path, "redis_url": redis_url,
-                 "concurrency": concurrency, "log_level": log_level}
+                 "concurrency": concurrency, "log_level": log_level.lower() if log_level else None}
     given = {k: v for k, v in overrides.items() if v is not None}
     from region_latency.resolve import PendingConfig
 
     # Regions and endpoint URLs are worked out in a child process (this one never imports botocore for them),
     # which does its imports while this one does its own.
     pending = PendingConfig(config_path, overrides=given)
-    from region_latency.app import ConfigSource, Exporter
+    from region_latency.app import ConfigSource, Exporter, WebOptions
     from region_latency.config import ConfigError
 
     try:
@@ -115,10 +140,12 @@ def serve(config_path: str | None, listen: str | None, cache_type: str | None, c
     except ConfigError as exc:
         _fail(str(exc))
     source = ConfigSource(config_path, None, given)
-    _setup_logging(loaded.config.log_level)
+    setup_logging(loaded.config.log_level, log_format)
+    web_config = _load_web_config(web_config_path) if web_config_path is not None else None
     _limit_malloc_arenas()
+    web = WebOptions(metrics_path=metrics_path, lifecycle=lifecycle, web_config=web_config)
     try:
-        exporter = Exporter(source, loaded)
+        exporter = Exporter(source, loaded, web=web)
     except OSError as exc:
         _fail(f"cannot listen on {loaded.config.listen}: {exc.strerror or exc}", 1)
     except (ConfigError, ValueError) as exc:
@@ -135,7 +162,7 @@ def _run_until_signalled(exporter: Any) -> None:
         stop.set()
 
     def on_hup(_signum: int, _frame: object) -> None:
-        threading.Thread(target=exporter.reload, name="reload", daemon=True).start()
+        exporter.request_reload()  # on the reload thread, serialized with HTTP reloads
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
@@ -160,7 +187,7 @@ def demo(listen: str, regions: Sequence[str], interval: str, proxy: bool) -> Non
     As root the packets themselves are delayed (a TUN delay line between network namespaces);
     otherwise an application-level delay proxy stands in. Stop with Ctrl-C.
     """
-    _setup_logging("info")
+    setup_logging("info")
     from pydantic import ValidationError
 
     from region_latency.config import ConfigError
@@ -191,7 +218,7 @@ def demo(listen: str, regions: Sequence[str], interval: str, proxy: bool) -> Non
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--config.file", "--config", "config_path", help=CONFIG_HELP)
 @click.option("--service", help="Probe this service instead of the configured targets (e.g. bedrock-runtime).")
 @click.option("--probe", "probe_kind", type=click.Choice(["tcp", "https", "api"]), default="https",
               show_default=True, help="Probe kind, with --service.")
@@ -207,7 +234,11 @@ def demo(listen: str, regions: Sequence[str], interval: str, proxy: bool) -> Non
 def probe(config_path: str | None, service: str | None, probe_kind: str, regions: Sequence[str],
           endpoints: Sequence[str], partition: str, count: int, concurrency: int, timeout: float,
           as_json: bool) -> None:
-    """Probe every region COUNT times now and print them ranked (like gcping/awsping)."""
+    """Probe every region COUNT times now and print them ranked (like gcping/awsping).
+
+    Exits 1 when every probe of a region failed (and says which regions), so that scripts and CI notice.
+    """
+    setup_logging("warning")
     targets = _probe_targets_from_flags(config_path, service, probe_kind, regions, endpoints, partition, timeout)
     report = [_probe_target(target, count, concurrency) for target in targets]
     if as_json:
@@ -215,6 +246,10 @@ def probe(config_path: str | None, service: str | None, probe_kind: str, regions
     else:
         for entry in report:
             _print_table(entry)
+    dead = [f"{entry['name']}/{row['region']} ({row['last_error']})"
+            for entry in report for row in entry["regions"] if row["ok"] == 0]
+    if dead:
+        _fail(f"every probe failed in {len(dead)} region(s): {', '.join(dead)}", 1)
 
 
 def _probe_targets_from_flags(config_path: str | None, service: str | None, probe_kind: str,
@@ -322,16 +357,53 @@ def regions(service: str, partition: str, as_json: bool) -> None:
         click.echo(f"{row['region']:<18} {row['url']}")
 
 
+def _load_web_config(path: str) -> Any:
+    """The web config file, loaded and checked (certificates and keys read), or exit 2 with one line."""
+    from region_latency.export.webconfig import WebConfigError, WebConfigFile
+
+    try:
+        return WebConfigFile(path)
+    except WebConfigError as exc:
+        _fail(f"--web.config.file: {exc}")
+
+
+def _describe_web_config(web_config: Any) -> str:
+    """One line about a web config, without a secret in it (no user names, hashes or key material)."""
+    settings = web_config.current()
+    tls = settings.config.tls_server_config
+    parts = [f"TLS {'on' if settings.tls else 'off'}"]
+    if settings.tls:
+        parts.append(f"{tls.min_version}-{tls.max_version}")
+        parts.append(f"client certificates: {tls.client_auth_type}")
+    users = len(settings.config.basic_auth_users)
+    parts.append(f"basic auth: {users} user(s)" if users else "basic auth off")
+    if settings.limiter is not None:
+        parts.append("rate limited")
+    return ", ".join(parts)
+
+
 @cli.command("check-config")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
-def check_config(config_path: str | None) -> None:
-    """Validate the configuration, resolve its regions, and print the effective settings."""
+@click.option("--config.file", "--config", "config_path", help=CONFIG_HELP)
+@click.option("--web.config.file", "web_config_path", help=WEB_CONFIG_HELP)
+def check_config(config_path: str | None, web_config_path: str | None) -> None:
+    """Validate the configuration (and a web config file), resolve its regions, and print the effective settings.
+
+    Passwords in URLs (a redis cache's) are printed as xxxxx.
+    """
+    web_config = _load_web_config(web_config_path) if web_config_path is not None else None
     loaded = _load(config_path)
-    click.echo(loaded.dump(), nl=False)
+    click.echo(redact(loaded.dump()), nl=False)
+    if web_config is not None:
+        click.echo(f"# web config {web_config_path}: {_describe_web_config(web_config)}", err=True)
     for target in loaded.targets:
         config = target.config
         click.echo(f"# target {config.name}: {config.service} via {config.probe}, {len(target.regions)} "
                    f"region(s), every {config.interval:g}s, timeout {config.timeout:g}s", err=True)
+    otlp = loaded.config.otlp
+    if otlp.active:
+        headers = f", headers {', '.join(otlp.headers)} (values hidden)" if otlp.headers else ""
+        click.echo(f"# otlp: {otlp.protocol} to {otlp.url} every {otlp.interval:g}s, timeout {otlp.timeout:g}s"
+                   f"{headers}", err=True)
     click.echo("configuration OK", err=True)
 
 

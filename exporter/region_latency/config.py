@@ -31,6 +31,7 @@ from pydantic import (
 
 from region_latency.durations import format_duration, parse_duration
 from region_latency.metric_options import HistogramOptions, MetricsOptions
+from region_latency.otlp_config import OtlpConfig, OtlpEnvError, apply_env
 from region_latency.probes import PROBE_KINDS, ProbeOptions
 from region_latency.ranking import RankingSettingError, RankingSettings
 from region_latency.regions import DEFAULT_PARTITION, check_region_name
@@ -41,6 +42,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_REDIS_KEY_PREFIX = "region-latency:"
 DEFAULT_SERVICE = "bedrock-runtime"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_INTERVAL = 86400.0  # a probe interval (or timeout) of more than a day is a typo (`interval: 1.0e+300`)
 
 CONFIG_ENV = "REGION_LATENCY_CONFIG"
 ENV_PREFIX = "REGION_LATENCY_"
@@ -255,6 +257,8 @@ class TargetConfig(_Model):
         seconds = parse_duration(value)
         if seconds <= 0:
             raise ValueError(f"must be greater than zero (got {value!r})")
+        if seconds > MAX_INTERVAL:
+            raise ValueError(f"must be at most {format_duration(MAX_INTERVAL)} (got {value!r})")
         return seconds
 
     @model_validator(mode="after")
@@ -299,6 +303,7 @@ class Config(_Model):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     targets: tuple[TargetConfig, ...] = Field(default_factory=_default_targets)
     ranking: RankingSettings = Field(default_factory=lambda: RankingSettings.model_validate({}))
+    otlp: OtlpConfig = Field(default_factory=OtlpConfig)  # the OTLP push; OTEL_* variables fill it in
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -341,6 +346,11 @@ class Config(_Model):
         if not isinstance(value, Mapping | RankingSettings):
             raise ValueError(f"must be a mapping, got {type(value).__name__}")
         return value
+
+    @field_validator("otlp", mode="before")
+    @classmethod
+    def _otlp(cls, value: Any) -> Any:
+        return _none_as_empty(value, {})
 
     @field_serializer("ranking")
     def _dump_ranking(self, ranking: RankingSettings) -> dict[str, Any]:
@@ -444,6 +454,13 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
         if env.get(env_name):
             raw = _set_path(raw, field_path, env[env_name])
             sources[field_path] = env_name
+    try:
+        otlp, otlp_sources = apply_env(raw.get("otlp"), env)
+    except OtlpEnvError as exc:
+        raise ConfigError(exc.env, f"otlp.{exc.field}", exc.problem) from None
+    if otlp_sources:
+        raw = {**raw, "otlp": otlp}
+        sources.update({("otlp", field): name for field, name in otlp_sources.items()})
     for key, value in (overrides or {}).items():
         if key not in OVERRIDES:
             raise ConfigError("overrides", key, f"unknown override (known: {', '.join(OVERRIDES)})")
@@ -487,8 +504,9 @@ def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
         raise ConfigError(where, "", f"invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), "", f"invalid YAML: {exc}") from None
-    if data is None:
-        return {}
+    if data is None:  # a truncated or mis-mounted file must not quietly become "every region of bedrock-runtime"
+        raise ConfigError(str(path), "", "the file has no settings (empty, or only comments); put at least one key "
+                                         "in it, or leave the config file out for the built-in default")
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", f"the top level must be a mapping of keys (listen, targets, ...), "
                                          f"not a {type(data).__name__}")
@@ -508,7 +526,8 @@ def _set_path(raw: dict[str, Any], path: tuple[str, ...], value: object) -> dict
     return out
 
 
-_FIELDS_AT: dict[str, type[BaseModel]] = {"cache": CacheConfig, "targets": TargetConfig, "ranking": RankingSettings}
+_FIELDS_AT: dict[str, type[BaseModel]] = {"cache": CacheConfig, "targets": TargetConfig, "ranking": RankingSettings,
+                                          "otlp": OtlpConfig}
 _SECTIONS_AT: dict[str, type[BaseModel]] = {"metrics": MetricsOptions, "histogram": HistogramOptions}
 
 # The ranking section's problems in the short words docs/RANKING.md uses (`ranking.max_failures: must be >= 1`).
@@ -559,10 +578,14 @@ def _problem(error: Any, loc: tuple[str | int, ...]) -> str:
         return "required field is missing"
     if kind == "value_error":
         return str(error["ctx"]["error"])
-    if loc[0] == "ranking" and kind in _RANKING_MESSAGES:
-        return _RANKING_MESSAGES[kind].format(**error.get("ctx", {}))
-    message = str(error["msg"])
     value = error.get("input")
+    if kind in _RANKING_MESSAGES:  # pydantic's words ("Input should be a valid integer, unable to parse ...") -> ours
+        message = _RANKING_MESSAGES[kind].format(**error.get("ctx", {}))
+        if loc[0] == "ranking":
+            return message
+        return f"{message} (got {value!r})" if isinstance(value, str | int | float | bool) or value is None \
+            else f"{message} (got a {type(value).__name__})"
+    message = str(error["msg"])
     if isinstance(value, str | int | float | bool) or value is None:
         message += f" (got {value!r})"
     return message

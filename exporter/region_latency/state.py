@@ -8,6 +8,7 @@ probe and never sees half an update.
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,8 +17,10 @@ from types import MappingProxyType
 
 from region_latency.metric_options import DEFAULT_BUCKETS, DEFAULT_METRICS, MetricsOptions
 from region_latency.probes.base import ProbeResult
-from region_latency.ranking import EMPTY_RANKING, PlainRanking, Ranking, RankingPolicy
+from region_latency.ranking import EMPTY_RANKING, PlainRanking, Ranking, RankingPolicy, RegionState
 from region_latency.tracker import RegionLatencyTracker, TrackerSnapshot
+
+log = logging.getLogger(__name__)
 
 # Raw-sample histogram buckets (seconds) of a target that does not set its own (`metrics.histogram.buckets`).
 SAMPLE_BUCKETS: tuple[float, ...] = DEFAULT_BUCKETS
@@ -154,9 +157,12 @@ class TargetState:
                 error=None if result.error is None else str(result.error),
                 detail=result.detail,
             )
+            before = self._ranking
             self._evaluate(now)
             self._generation += 1
             self._snapshot = None
+            changes = ranking_changes(self.info, before, self._ranking, self._last_probe)
+        log_changes(changes)
 
     def _evaluate(self, now: float) -> None:
         """Under the lock: rank the tracker's current state. The tracker snapshot taken for it is the one the next
@@ -177,10 +183,13 @@ class TargetState:
                 return
             ranking = self.policy.evaluate(self._tracker_snapshot, self._regions, now)
             self._evaluated_at = now
-            if ranking != self._ranking:
-                self._ranking = ranking
-                self._generation += 1
-                self._snapshot = None
+            if ranking == self._ranking:
+                return
+            before, self._ranking = self._ranking, ranking
+            self._generation += 1
+            self._snapshot = None
+            changes = ranking_changes(self.info, before, ranking, self._last_probe)
+        log_changes(changes)
 
     def set_regions(self, regions: Sequence[str], policy: RankingPolicy | None = None) -> None:
         """Change the probed regions (a reload): state of kept regions survives, dropped ones go."""
@@ -232,3 +241,61 @@ class TargetState:
                     region_versions=MappingProxyType(dict(self._region_versions)),
                 )
             return self._snapshot
+
+
+# --- what an operator reads at 3 a.m.: one line per change of a region's state, never one per probe ---------------
+
+_Change = tuple[int, str, dict[str, object]]  # (log level, message, extra fields)
+
+
+def ranking_changes(info: TargetInfo, before: Ranking, after: Ranking,
+                    last_probe: Mapping[str, LastProbe]) -> list[_Change]:
+    """The log lines for what changed from `before` to `after`: a region failing, recovering or going stale, and
+    the #1 taken or lost. Computed under the state's lock, logged after it (log_changes)."""
+    out: list[_Change] = []
+    old = {entry.region: entry for entry in before.entries}
+    for entry in after.entries:
+        was = old.get(entry.region)
+        previous = was.state if was is not None else None
+        if previous is None or previous is entry.state:
+            continue
+        fields: dict[str, object] = {"target": info.name, "region": entry.region, "state": entry.state.value,
+                                     "previous": previous.value}
+        if entry.state is RegionState.FAILING:
+            fields["reason"] = _failure_reason(last_probe.get(entry.region))
+            out.append((logging.WARNING, "region failing", fields))
+        elif entry.state is RegionState.STALE:
+            fields["reason"] = "no latency sample within the staleness limit (ttl)"
+            out.append((logging.WARNING, "region stale", fields))
+        elif entry.state is RegionState.HEALTHY and previous in (RegionState.FAILING, RegionState.STALE):
+            fields["reason"] = f"answering again after being {previous.value}"
+            out.append((logging.INFO, "region recovered", fields))
+    if before.fastest != after.fastest:
+        fields = {"target": info.name, "region": after.fastest or "none", "previous": before.fastest or "none"}
+        new = next((e for e in after.entries if e.region == after.fastest), None)
+        lost = next((e for e in after.entries if e.region == before.fastest), None)
+        if after.fastest is None:
+            fields["reason"] = "no region is ranked"
+        elif lost is None or before.fastest is None:
+            fields["reason"] = "first ranked region" if before.fastest is None else "previous #1 no longer probed"
+        elif lost.rank is None:
+            fields["reason"] = f"previous #1 is {lost.state.value}"
+        elif (last := last_probe.get(lost.region)) is not None and not last.success:
+            fields["reason"] = f"previous #1 failed a probe ({_failure_reason(last)})"
+        else:
+            fields["reason"] = "faster by the switch margin"
+        if new is not None and new.ema is not None:
+            fields["ema_seconds"] = round(new.ema, 6)
+        out.append((logging.INFO, "fastest region changed", fields))
+    return out
+
+
+def _failure_reason(last: LastProbe | None) -> str:
+    if last is None or last.success:
+        return "failing"
+    return f"{last.error or 'error'}: {last.detail}" if last.detail else str(last.error or "error")
+
+
+def log_changes(changes: Sequence[_Change]) -> None:
+    for level, message, fields in changes:
+        log.log(level, message, extra=fields)

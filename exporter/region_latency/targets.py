@@ -19,6 +19,7 @@ from typing import Any
 from region_latency import regions as _regions
 from region_latency.config import Config, ConfigError, TargetConfig, config_source, load_config
 from region_latency.probes import PROBE_KINDS, Target
+from region_latency.probes.base import parse_endpoint
 
 Placement = tuple[tuple[str, ...], Mapping[str, str]]
 """A target's regions (in probe order) and each one's endpoint URL."""
@@ -129,11 +130,16 @@ def resolve_target(target: TargetConfig, placement: Placement | None = None) -> 
     names, urls = placement if placement is not None else place(**placement_request(target))
     kind = PROBE_KINDS[target.probe]
     for region in names:
-        try:
+        try:  # the URL alone: a bad explicit endpoint is blamed on endpoints.<region>, not on options
+            parse_endpoint(urls[region])
+        except ValueError as exc:
+            raise PlacementError(("endpoints", region) if region in target.endpoints else ("regions",),
+                                 str(exc)) from None
+        try:  # the options with the URL: the options' fault (the message names the URL when it matters)
             kind.check_target(Target(service=target.service, region=region, url=urls[region],
                                      options=target.options))
         except ValueError as exc:
-            raise PlacementError(("options",), f"{exc} (region {region})") from None
+            raise PlacementError(("options",), str(exc)) from None
     return ResolvedTarget(config=target, regions=tuple(names), urls=MappingProxyType(dict(urls)))
 
 

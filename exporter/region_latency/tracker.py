@@ -1,40 +1,50 @@
 """Per-region latency state: the design plan's EMA, sample counts and sort, plus failure bookkeeping.
 
-The tracker holds state and math only. It never probes by itself except through
-`measure_latency` (the plan's convenience), never reads a clock it was not given, and
-writes to its cache through a coalescing saver so that fast sample streams do not
-rewrite storage on every sample.
+State and math only: the tracker never probes (the public `region_latency.RegionLatencyTracker` in
+measure.py adds the plan's `measure_latency`), never reads a clock it was not given, and hands
+persistence (reading and validating the cached document at start, coalesced and retried writes) to the
+`CacheSaver` of `cache/` it owns.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from region_latency.probes.base import ProbeResult
+from region_latency.cache.base import Cache
+from region_latency.cache.document import CACHE_KEY, MAX_LATENCY_SECONDS, CachedRegion
+from region_latency.cache.saver import DEFAULT_SAVE_INTERVAL, CacheSaver
 
-CACHE_KEY = "region_latencies"
+__all__ = [
+    "CACHE_KEY",  # re-exported: older code imports it from here
+    "LatencyTracker",
+    "Outcome",
+    "RegionLatencyTracker",
+    "RegionStats",
+    "TrackerSnapshot",
+    "calculate_ema",
+    "validate_latency",
+]
+
 DEFAULT_ALPHA = 0.3
 EARLY_ALPHA = 0.5
 EARLY_SAMPLES = 5
-DEFAULT_SAVE_INTERVAL = 5.0
 
 
-class Cache(Protocol):
-    """Anything with `get(key)` and `set(key, value)`: a dict-like store of JSON-able values."""
+class Outcome(Protocol):
+    """What `record` needs of a probe result: a latency in seconds, or None and an error."""
 
-    def get(self, key: str) -> Any: ...
+    @property
+    def latency(self) -> float | None: ...
 
-    def set(self, key: str, value: Any) -> None: ...
+    @property
+    def error(self) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +98,14 @@ class _RegionState:
 
 
 def validate_latency(latency: object) -> float:
-    """Return `latency` as a float, or raise ValueError for negative, NaN, infinite or non-numbers."""
+    """Return `latency` as a float, or raise ValueError for negative, NaN, infinite, absurd or non-numbers."""
     if isinstance(latency, bool) or not isinstance(latency, int | float):
         raise ValueError(f"latency must be a number of seconds, got {type(latency).__name__}")
-    value = float(latency)
-    if not math.isfinite(value) or value < 0:
+    if (isinstance(latency, float) and not math.isfinite(latency)) or latency < 0:
         raise ValueError(f"latency must be a finite, non-negative number of seconds, got {latency!r}")
-    return value
+    if latency > MAX_LATENCY_SECONDS:
+        raise ValueError(f"latency must be at most {MAX_LATENCY_SECONDS:g} seconds, got {latency!r}")
+    return float(latency)
 
 
 def calculate_ema(current_avg: float | None, new_value: float, count: int, alpha: float | None = None) -> float:
@@ -110,19 +121,20 @@ def calculate_ema(current_avg: float | None, new_value: float, count: int, alpha
 
 
 def _plan_sort(regions: list[str], emas: Mapping[str, float | None]) -> list[str]:
-    measured = [(r, emas[r]) for r in regions if emas.get(r) is not None]
+    measured = [(r, ema) for r in regions if (ema := emas.get(r)) is not None]
     unmeasured = [r for r in regions if emas.get(r) is None]
     # sorted() is stable: equal averages keep their input order, as in the plan.
     return [r for r, _ in sorted(measured, key=lambda item: item[1])] + unmeasured
 
 
-class RegionLatencyTracker:
+class LatencyTracker:
     """Tracks a latency EMA and sample count per AWS region, and sorts regions fastest first.
 
     Thread-safe: every public method takes one lock for its whole read or update.
     Extra keyword arguments beyond the plan's `(cache, logger)` are optional:
     `alpha` fixes the EMA weight, `clock` supplies epoch seconds (tests), and
     `save_interval` bounds how often the cache is written (0 = on every sample).
+    With a cache, `saver` is its `CacheSaver` (whose `status` counts saves and failures).
     """
 
     def __init__(
@@ -144,14 +156,11 @@ class RegionLatencyTracker:
         self.logger = logger or logging.getLogger(__name__)
         self.alpha = alpha
         self._clock = clock
-        self._save_interval = save_interval
-        self._save_lock = threading.Lock()  # serialises writes to the cache
-        self._dirty = False
-        self._last_save = -math.inf  # time.monotonic() of the last save
-        self._timer: threading.Timer | None = None
-        self._closed = False
-        self._load_cached_latencies()
-        self._exit_hook = _flush_at_exit(self) if cache is not None else None
+        self.saver: CacheSaver | None = None
+        if cache is not None:
+            self.saver = CacheSaver(cache, self._measured_regions, interval=save_interval, logger=self.logger,
+                                    clock=clock)
+            self._adopt(self.saver.load(), late=False)
 
     # -- the plan's API -------------------------------------------------------------------------
 
@@ -165,8 +174,8 @@ class RegionLatencyTracker:
             state.ema = calculate_ema(state.ema, value, state.samples, self.alpha)
             state.last_sample_at = self._clock()
             state.consecutive_failures = 0
-            self._dirty = True
-        self._schedule_save()
+        if self.saver is not None:
+            self.saver.mark_dirty()
 
     def get_latency(self, region: str) -> float | None:
         """The region's EMA in seconds, or None when it has never been measured."""
@@ -187,57 +196,9 @@ class RegionLatencyTracker:
             emas = {r: s.ema for r, s in self._regions.items()}
         return _plan_sort(names, emas)
 
-    def measure_latency(
-        self,
-        region: str,
-        endpoint: str = "bedrock",
-        *,
-        probe: str = "https",
-        timeout: float = 5.0,
-        options: Mapping[str, Any] | None = None,
-    ) -> float | None:
-        """Measure `endpoint` (a botocore service name or a URL, e.g. https://…) in `region` once.
-
-        Returns the latency in seconds and feeds it to `update_latency`, or returns None and
-        counts a failure when the probe failed. What is timed is the probe's network window
-        only (see docs/PROBES.md): client set-up, retries and result parsing are excluded.
-        `options` are the probe kind's options (e.g. `{"ca_file": ...}`).
-        """
-        result = self.probe_once(region, endpoint, probe=probe, timeout=timeout, options=options)
-        return result.latency
-
     # -- beyond the plan ------------------------------------------------------------------------
 
-    def probe_once(
-        self,
-        region: str,
-        endpoint: str = "bedrock",
-        *,
-        probe: str = "https",
-        timeout: float = 5.0,
-        options: Mapping[str, Any] | None = None,
-        service: str | None = None,
-    ) -> ProbeResult:
-        """Like `measure_latency`, but returns the whole probe result (phases, error kind).
-
-        When `endpoint` is a URL, `service` names the botocore service behind it (the `api`
-        probe needs it to sign its call).
-        """
-        from region_latency.probes import check_target, get_probe
-        from region_latency.probes.base import Target
-        from region_latency.regions import endpoint_url
-
-        if "://" in endpoint:
-            target = Target(service=service or "custom", region=region, url=endpoint, options=dict(options or {}))
-        else:
-            target = Target(service=endpoint, region=region, url=endpoint_url(endpoint, region),
-                            options=dict(options or {}))
-        check_target(probe, target)
-        result = get_probe(probe)(target, timeout)
-        self.record(region, result)
-        return result
-
-    def record(self, region: str, result: ProbeResult) -> None:
+    def record(self, region: str, result: Outcome) -> None:
         """Feed one probe result: a latency updates the EMA, a failure is counted."""
         if result.latency is not None:
             self.update_latency(region, result.latency)
@@ -268,24 +229,21 @@ class RegionLatencyTracker:
     def forget(self, region: str) -> None:
         """Drop a region's state (e.g. when it leaves the configuration)."""
         with self._lock:
-            if self._regions.pop(region, None) is not None:
-                self._dirty = True
-        self._schedule_save()
+            dropped = self._regions.pop(region, None) is not None
+        if dropped and self.saver is not None:
+            self.saver.mark_dirty()
 
     def flush(self) -> None:
         """Write pending state to the cache now (a no-op when nothing changed)."""
-        self._cancel_timer()
-        self._save_latencies_to_cache(only_if_dirty=True)
+        if self.saver is not None:
+            self.saver.flush()
 
     def close(self) -> None:
         """Flush and stop the background saver; the tracker stays readable."""
-        self._closed = True
-        self.flush()
-        if self._exit_hook is not None:
-            atexit.unregister(self._exit_hook)
-            self._exit_hook = None
+        if self.saver is not None:
+            self.saver.close()
 
-    def __enter__(self) -> RegionLatencyTracker:
+    def __enter__(self) -> LatencyTracker:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -293,125 +251,32 @@ class RegionLatencyTracker:
 
     # -- cache ----------------------------------------------------------------------------------
 
-    def _load_cached_latencies(self) -> None:
-        if self.cache is None:
-            return
-        try:
-            cached = self.cache.get(CACHE_KEY)
-        except Exception as exc:  # a broken cache must never break the tracker
-            self.logger.warning("could not read the latency cache, starting empty: %s", exc)
-            return
-        if not cached:
-            return
-        try:
-            loaded = _parse_cache_document(cached)
-        except ValueError as exc:
-            self.logger.warning("ignoring invalid latency cache data, starting empty: %s", exc)
-            return
+    def _adopt(self, regions: Mapping[str, CachedRegion], *, late: bool) -> None:
+        """Take the regions the cache held; `late` (a cache read only before the first save) keeps newer state."""
         with self._lock:
-            self._regions = loaded
-        self.logger.debug("loaded latency metrics for %d regions from cache", len(loaded))
+            for region, cached in regions.items():
+                if late and region in self._regions:
+                    continue  # what was measured since the start is newer
+                self._regions[region] = _RegionState(ema=cached.ema, samples=cached.samples,
+                                                     last_sample_at=cached.last_sample_at)
 
-    def _save_latencies_to_cache(self, *, only_if_dirty: bool = False) -> None:
-        if self.cache is None:
-            return
-        with self._save_lock:
-            with self._lock:
-                if only_if_dirty and not self._dirty:
-                    return
-                document = {
-                    "metrics": {r: s.ema for r, s in self._regions.items() if s.ema is not None},
-                    "counts": {r: s.samples for r, s in self._regions.items() if s.ema is not None},
-                    "updated_at": self._clock(),
-                    "last_sample_at": {
-                        r: s.last_sample_at
-                        for r, s in self._regions.items()
-                        if s.ema is not None and s.last_sample_at is not None
-                    },
-                }
-                self._dirty = False
-                self._last_save = time.monotonic()
-            try:
-                self.cache.set(CACHE_KEY, document)
-            except Exception as exc:
-                with self._lock:
-                    self._dirty = True  # keep it pending: the next save tries again
-                self.logger.warning("could not save latency metrics to cache: %s", exc)
-                return
-        self.logger.debug("saved latency metrics for %d regions to cache", len(document["metrics"]))
-
-    def _schedule_save(self) -> None:
-        """Coalesce saves: at most one write per `save_interval`, the last one trailing."""
-        if self.cache is None:
-            return
-        if self._save_interval == 0 or self._closed:
-            self._save_latencies_to_cache(only_if_dirty=True)
-            return
+    def _measured_regions(self) -> dict[str, CachedRegion]:
+        """What the saver writes; a cache unreadable at start is read (and merged) before it is overwritten."""
+        if self.saver is not None and self.saver.needs_read:
+            self._adopt(self.saver.load(), late=True)
         with self._lock:
-            if self._timer is not None:
-                return
-            delay = max(0.0, self._last_save + self._save_interval - time.monotonic())
-            timer = threading.Timer(delay, self._trailing_save)
-            timer.daemon = True
-            self._timer = timer
-        timer.start()
+            return {
+                r: CachedRegion(ema=s.ema, samples=s.samples, last_sample_at=s.last_sample_at)
+                for r, s in self._regions.items()
+                if s.ema is not None
+            }
 
-    def _trailing_save(self) -> None:
-        with self._lock:
-            self._timer = None
-        self._save_latencies_to_cache(only_if_dirty=True)
 
-    def _cancel_timer(self) -> None:
-        with self._lock:
-            timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+RegionLatencyTracker = LatencyTracker
+"""Internal users' name for the core class; the library's `region_latency.RegionLatencyTracker` (measure.py) adds
+`measure_latency` and `probe_once`."""
 
 
 def _validate_region(region: object) -> None:
     if not isinstance(region, str) or not region:
         raise ValueError(f"region must be a non-empty string, got {region!r}")
-
-
-def _parse_cache_document(cached: object) -> dict[str, _RegionState]:
-    """Validate the plan's cache document; raise ValueError naming what is wrong."""
-    if not isinstance(cached, Mapping):
-        raise ValueError(f"expected an object, got {type(cached).__name__}")
-    metrics = cached.get("metrics", {})
-    counts = cached.get("counts", {})
-    stamps = cached.get("last_sample_at", {}) or {}
-    updated_at = cached.get("updated_at")
-    for name, value in (("metrics", metrics), ("counts", counts), ("last_sample_at", stamps)):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"'{name}' must be an object, got {type(value).__name__}")
-    if updated_at is not None and (isinstance(updated_at, bool) or not isinstance(updated_at, int | float)):
-        raise ValueError("'updated_at' must be epoch seconds")
-    loaded: dict[str, _RegionState] = {}
-    for region, ema in metrics.items():
-        if not isinstance(region, str) or not region:
-            raise ValueError(f"bad region name {region!r}")
-        try:
-            value = validate_latency(ema)
-        except ValueError as exc:
-            raise ValueError(f"metrics[{region!r}]: {exc}") from None
-        count = counts.get(region, 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"counts[{region!r}] must be a whole number >= 1, got {count!r}")
-        stamp = stamps.get(region, updated_at)
-        if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, int | float)):
-            raise ValueError(f"last_sample_at[{region!r}] must be epoch seconds")
-        loaded[region] = _RegionState(ema=value, samples=count, last_sample_at=stamp)
-    return loaded
-
-
-def _flush_at_exit(tracker: RegionLatencyTracker) -> Callable[[], None]:
-    """Save pending samples when the interpreter exits, without keeping the tracker alive."""
-    ref = weakref.ref(tracker)
-
-    def flush() -> None:
-        alive = ref()
-        if alive is not None:
-            alive.flush()
-
-    atexit.register(flush)
-    return flush

@@ -46,7 +46,7 @@ def exporter_config(tmp_path: Path, endpoints: dict[str, str], ca_file: str, **e
 @pytest.fixture
 def started(tmp_path: Path, endpoints: dict[str, str], local_servers: ServerGroup) -> Iterator[ExporterProcess]:
     config = write_config(tmp_path / "config.yaml", exporter_config(tmp_path, endpoints, local_servers.ca.ca_file))
-    exporter = ExporterProcess(config)
+    exporter = ExporterProcess(config, extra_args=["--web.enable-lifecycle"])
     try:
         exporter.wait_healthy()
         yield exporter

@@ -24,8 +24,6 @@ pytestmark = [pytest.mark.integration]
 
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval would be at a 1 s scrape interval on a short range
-NOT_YET_PUBLISHED = ("region_latency_config_last_reload_successful",
-                     "region_latency_config_last_reload_success_timestamp_seconds")
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +91,7 @@ def _panel_cases() -> list[Any]:
         items += [(f"annotation {a['name']}", [{"refId": "A", "expr": a["expr"], "instant": False}])
                   for a in dashboard["annotations"]["list"] if "expr" in a]
         for title, targets in items:
-            unpublished = any(name in target["expr"] for target in targets for name in NOT_YET_PUBLISHED)
-            marks = [pytest.mark.xfail(strict=True, reason="metric added by issue 11 work")] if unpublished else []
-            cases.append(pytest.param(path, title, targets, marks=marks, id=f"{path.stem}: {title}"))
+            cases.append(pytest.param(path, title, targets, id=f"{path.stem}: {title}"))
     return cases
 
 

@@ -37,7 +37,8 @@ class ModuleListingExporter(ExporterProcess):
 
     def __init__(self, config: Path) -> None:
         self.modules_path = config.with_suffix(".modules.json")
-        super().__init__(config, launcher=[sys.executable, "-c", WRAPPER, str(self.modules_path)])
+        super().__init__(config, launcher=[sys.executable, "-c", WRAPPER, str(self.modules_path)],
+                         extra_args=["--web.enable-lifecycle"])
 
     def probed_regions(self) -> set[str]:
         return {row["region"] for target in self.regions()["targets"] for row in target["regions"]

@@ -57,6 +57,12 @@ CASES: Mapping[str, dict[str, Any]] = {
              "interval": "45s", "timeout": "3s", "options": {"port": 443}},
         ], "ranking": {"min_samples": 5}},
     },
+    "otlp-push": {  # the exporter's own validation checks the rendered otlp section (test_rendered_config_...)
+        "config": {"targets": [{"service": "bedrock-runtime", "probe": "https", "regions": "auto"}],
+                   "otlp": {"endpoint": "http://otel-collector.monitoring.svc:4318", "vantage": "eks-eu-1",
+                            "interval": "30s"}},
+        "networkPolicy": {"egressPorts": [443, 4318]},
+    },
     "pinned-minimal": {
         "image": {"digest": DIGEST, "pullPolicy": "IfNotPresent"},
         "cache": {"type": "none"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ def prometheus_binary() -> str | None:
 class PrometheusServer:
     """`prometheus` with a 1 s scrape interval over `targets` (host:port), its data in `workdir`."""
 
-    def __init__(self, workdir: Path, targets: Sequence[str], *, rule_files: Sequence[Path] = ()) -> None:
+    def __init__(self, workdir: Path, targets: Sequence[str], *, rule_files: Sequence[Path] = (),
+                 scrape: Mapping[str, Any] | None = None) -> None:
+        """`scrape`: more keys of the scrape config (scheme, tls_config, basic_auth, metrics_path, ...)."""
         binary = prometheus_binary()
         if binary is None:
             raise RuntimeError("prometheus is not installed (./test.sh installs it as root)")
@@ -31,7 +33,8 @@ class PrometheusServer:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [{"job_name": "region-latency", "static_configs": [{"targets": list(targets)}]}],
+            "scrape_configs": [{"job_name": "region-latency", "static_configs": [{"targets": list(targets)}],
+                                **(scrape or {})}],
         }
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))

@@ -4,6 +4,7 @@ one-line errors for `regions`, `check-config`, `probe` and `serve`'s failures be
 from __future__ import annotations
 
 import json
+import platform
 import socket
 from pathlib import Path
 
@@ -39,7 +40,11 @@ def one_line_error(result: Result, code: int = 2) -> str:
 
 
 def test_version_and_help() -> None:
-    assert run("--version").stdout == f"region-latency-exporter, version {__version__}\n"
+    lines = run("--version").stdout.splitlines()
+    assert lines[0] == f"region-latency-exporter, version {__version__}"
+    assert lines[1].split()[:2] == ["python:", platform.python_version()]
+    assert lines[2].startswith(f"  platform: {platform.system().lower()}/{platform.machine()}")
+    assert run("serve", "--version").stdout.splitlines() == lines
     result = run("--help")
     assert result.exit_code == 0
     for command in ("serve", "probe", "regions", "check-config", "demo"):
@@ -145,7 +150,8 @@ def test_check_config_missing_file(tmp_path: Path) -> None:
 # --- probe --------------------------------------------------------------------------------------------------------
 
 
-def test_probe_ranks_explicit_endpoints_as_json(local_servers: ServerGroup) -> None:
+def test_probe_ranks_explicit_endpoints_as_json_and_exits_1_naming_a_region_whose_every_probe_failed(
+        local_servers: ServerGroup) -> None:
     up = local_servers.tcp()
     with socket.socket() as closed:  # a port nobody listens on: refused
         closed.bind(("127.0.0.1", 0))
@@ -153,7 +159,10 @@ def test_probe_ranks_explicit_endpoints_as_json(local_servers: ServerGroup) -> N
     result = run("probe", "--service", "bedrock-runtime", "--probe", "tcp", "-n", "2", "--json", "--timeout", "2",
                  "--region", "dead-1", "--region", "up-1",
                  "--endpoint", f"up-1=http://127.0.0.1:{up.port}", "--endpoint", f"dead-1=http://127.0.0.1:{dead_port}")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr  # the report is printed, and scripts see the dead region
+    (error,) = result.stderr.splitlines()
+    assert error.startswith("error: every probe failed in 1 region(s): bedrock-runtime-tcp/dead-1 (refused: ")
+    assert "up-1" not in error
     (entry,) = json.loads(result.stdout)["targets"]
     assert (entry["name"], entry["service"], entry["probe"]) == ("bedrock-runtime-tcp", "bedrock-runtime", "tcp")
     first, second = entry["regions"]
@@ -209,3 +218,69 @@ def test_serve_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         error = one_line_error(run("serve", "--config", str(path), "--listen", f"127.0.0.1:{port}"), code=1)
     assert error.startswith(f"cannot listen on 127.0.0.1:{port}: ")
+
+
+# --- issue 11: operator conventions ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [("check-config",), ("probe",), ("serve", "--listen", "127.0.0.1:0")])
+@pytest.mark.parametrize("flag", ["--config", "--config.file"])
+def test_a_directory_as_the_config_is_one_line_not_a_usage_screen(tmp_path: Path, command: tuple[str, ...],
+                                                                  flag: str) -> None:
+    assert one_line_error(run(*command, flag, str(tmp_path))) == f"{tmp_path}: cannot read: Is a directory"
+
+
+def test_check_config_redacts_the_redis_password(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG.replace("cache: none", "cache: {type: redis, url: 'redis://user:PASSWORD-7f3a@localhost:6379/0'}"))
+    result = run("check-config", "--config.file", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert "PASSWORD-7f3a" not in result.output
+    assert yaml.safe_load(result.stdout)["cache"]["url"] == "redis://user:xxxxx@localhost:6379/0"
+
+
+def _web_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    return path
+
+
+def test_check_config_validates_the_web_config_without_printing_secrets(tmp_path: Path) -> None:
+    import bcrypt
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    secret_hash = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    web = _web_config(tmp_path, "tls_server_config: {cert_file: server.crt, key_file: server.key}\n"
+                                f"basic_auth_users: {{operator-name-91c2: '{secret_hash}'}}\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    result = run("check-config", "--config", str(config), "--web.config.file", str(web))
+    assert result.exit_code == 0, result.stderr
+    assert "# web config " + str(web) + ": TLS on, TLS12-TLS13, client certificates: NoClientCert, " \
+           "basic auth: 1 user(s)" in result.stderr.splitlines()
+    for secret in ("operator-name-91c2", secret_hash, "PRIVATE KEY"):
+        assert secret not in result.output
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("basic_auth_users: {a: notahash}\n", "basic_auth_users"),
+    ("tls_server_config: {cert_file: missing.crt, key_file: missing.key}\n", "missing.crt"),
+    ("tls_server_config: [\n", "invalid YAML"),
+])
+@pytest.mark.parametrize("command", [("check-config",), ("serve", "--listen", "127.0.0.1:0")])
+def test_a_bad_web_config_is_one_line_exit_2(tmp_path: Path, text: str, message: str,
+                                             command: tuple[str, ...]) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    web = _web_config(tmp_path, text)
+    error = one_line_error(run(*command, "--config", str(config), "--web.config.file", str(web)))
+    assert error.startswith("--web.config.file: ") and message in error, error
+
+
+def test_serve_refuses_a_telemetry_path_that_hides_another_endpoint(tmp_path: Path) -> None:
+    error = one_line_error(run("serve", "--web.telemetry-path", "/-/reload"))
+    assert error.startswith("--web.telemetry-path must start with / ")

@@ -79,8 +79,30 @@ def test_loading_the_schema_needs_no_botocore(tmp_path: Path) -> None:
     assert out.stdout.split() == ["/x", "False", "False"], out.stderr
 
 
-def test_empty_file_is_the_default(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, "# nothing yet\n"), env={}) == Config()
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "---\n"])
+def test_an_empty_file_is_refused_in_one_line_not_taken_as_the_defaults(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == (f"{path}: the file has no settings (empty, or only comments); put at least one key "
+                               "in it, or leave the config file out for the built-in default")
+    assert load_config(None, env={}) == Config()  # no file at all: the default
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("concurrency: abc\n", "concurrency: must be a whole number (got 'abc')"),
+    ("concurrency: 2.5\n", "concurrency: must be a whole number (got 2.5)"),
+    ("concurrency: [1]\n", "concurrency: must be a whole number (got a list)"),
+    ("targets:\n  - service: s3\n    interval: 1.0e+300\n", "targets[0].interval: must be at most 24h (got 1e+300)"),
+    ("targets:\n  - service: s3\n    interval: 2d\n", "targets[0].interval: invalid duration"),
+    ("targets:\n  - service: s3\n    timeout: 25h\n    interval: 1h\n", "targets[0].timeout: must be at most 24h"),
+])
+def test_number_errors_are_our_words_not_pydantics(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+    assert "Input should be" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_config_path_from_env(tmp_path: Path) -> None:
@@ -247,8 +269,8 @@ ERRORS = [
     ("targets:\n  - {service: s3, partition: aws-cn, fips: true}\n", "targets[0].fips",
      "Partition does not support FIPS"),
     (T + "    name: 'a b'\n", "targets[0].name", "invalid target name 'a b'"),
-    ("concurrency: 0\n", "concurrency", "greater than or equal to 1"),
-    ("concurrency: many\n", "concurrency", "valid integer"),
+    ("concurrency: 0\n", "concurrency", "must be >= 1 (got 0)"),
+    ("concurrency: many\n", "concurrency", "must be a whole number (got 'many')"),
     ("concurrency: true\n", "concurrency", "whole number"),
     ("log_level: loud\n", "log_level", "unknown log level 'loud' (use debug, info"),
     ("cache: {type: memcached}\n", "cache.type", "unknown cache type 'memcached' (use file, redis or none)"),
@@ -335,7 +357,7 @@ def test_empty_env_values_are_ignored(tmp_path: Path) -> None:
 
 def test_override_errors_name_the_env_var_or_flag(tmp_path: Path) -> None:
     path = write(tmp_path, FILE)
-    with pytest.raises(ConfigError, match=r"^REGION_LATENCY_CONCURRENCY: concurrency: .*valid integer.*'lots'"):
+    with pytest.raises(ConfigError, match=r"^REGION_LATENCY_CONCURRENCY: concurrency: must be a whole number \(got 'l"):
         load_config(path, env={"REGION_LATENCY_CONCURRENCY": "lots"})
     with pytest.raises(ConfigError, match=r"^REGION_LATENCY_CACHE: cache\.type: unknown cache type 'memcached'"):
         load_config(path, env={"REGION_LATENCY_CACHE": "memcached"})
@@ -453,7 +475,8 @@ def test_bad_probe_options_fail_at_load_time(tmp_path: Path, probe: str, options
     assert text.startswith(f"{path}: targets[0].options: ") and message in text and "\n" not in text
 
 
-def test_options_that_do_not_fit_a_regions_url_name_the_region(tmp_path: Path) -> None:
+def test_options_that_do_not_fit_the_service_are_blamed_on_options_without_a_misleading_region(
+        tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"targets": [{"service": "bedrock", "probe": "api", "regions": [],
                                                  "endpoints": {"local-1": "http://127.0.0.1:1"},
@@ -465,4 +488,14 @@ def test_options_that_do_not_fit_a_regions_url_name_the_region(tmp_path: Path) -
         load_targets(path, env={})
     assert str(info.value) == (f"{path}: targets[1].options: api probe for service 's3' needs options['operation'] "
                                "(defaults exist only for bedrock: ListFoundationModels, bedrock-runtime: "
-                               "ListAsyncInvokes) (region local-2)")
+                               "ListAsyncInvokes)")
+
+
+def test_a_bad_port_in_an_endpoint_url_is_blamed_on_that_endpoint_not_on_options(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"targets": [{"service": "s3", "regions": [],
+                                                 "endpoints": {"us-east-1": "https://h:99999/"}}]}))
+    with pytest.raises(ConfigError) as info:
+        load_targets(path, env={})
+    assert str(info.value) == (f"{path}: targets[0].endpoints.us-east-1: "
+                               "endpoint URL 'https://h:99999/' has an invalid port")

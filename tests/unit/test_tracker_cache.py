@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from region_latency.cache import CacheError, FileCache, MemoryCache, PrefixedCache
-from region_latency.tracker import CACHE_KEY, RegionLatencyTracker
+from region_latency.cache import CACHE_KEY, CacheError, FileCache, MemoryCache, PrefixedCache
+from region_latency.tracker import RegionLatencyTracker
 
 
 class CountingCache(MemoryCache):
@@ -86,7 +86,6 @@ def test_plan_document_without_extras_loads() -> None:
         {"metrics": {"a": -1}},
         {"metrics": {"a": 0.1}, "counts": {"a": 0}},
         {"metrics": {"a": 0.1}, "counts": {"a": 1.5}},
-        {"metrics": {"a": 0.1}, "updated_at": "yesterday"},
         {"metrics": {"": 0.1}},
     ],
 )
@@ -97,6 +96,17 @@ def test_invalid_cache_data_warns_and_starts_empty(document: object, caplog: pyt
         tracker = RegionLatencyTracker(cache=cache)
     assert tracker.regions() == []
     assert "invalid latency cache" in caplog.text
+
+
+def test_a_bad_updated_at_is_ignored_and_the_regions_load(caplog: pytest.LogCaptureFixture) -> None:
+    cache = MemoryCache()
+    cache.set(CACHE_KEY, {"metrics": {"a": 0.1}, "updated_at": "yesterday"})
+    with caplog.at_level(logging.WARNING):
+        tracker = RegionLatencyTracker(cache=cache)
+    assert tracker.get_latency("a") == 0.1
+    assert tracker.snapshot().regions["a"].last_sample_at is None
+    assert "invalid latency cache" in caplog.text and "updated_at" in caplog.text
+    assert cache.get(CACHE_KEY + ".corrupt") == [{"metrics": {"a": 0.1}, "updated_at": "yesterday"}]
 
 
 @pytest.mark.parametrize("document", [None, {}, ""])
@@ -155,12 +165,14 @@ def test_fast_samples_are_coalesced_and_flush_saves_the_rest() -> None:
     for i in range(5000):
         tracker.update_latency("r", 0.001 * (i % 10))
     assert cache.written.wait(5)  # the first save happens promptly, on the saver thread
-    assert cache.writes == 1
     tracker.flush()
-    assert cache.writes == 2
+    # the prompt first save, plus one for what came after it (none when the saver thread started late, on a
+    # busy machine): never a write per sample
+    assert cache.writes in (1, 2)
     assert cache.get(CACHE_KEY)["counts"] == {"r": 5000}
+    writes = cache.writes
     tracker.flush()  # nothing pending: no write
-    assert cache.writes == 2
+    assert cache.writes == writes
     tracker.close()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from region_latency.tracker import RegionLatencyTracker
+from region_latency import RegionLatencyTracker
 from tests.support.servers import Reply, ServerGroup, free_port
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -138,7 +139,7 @@ def test_exporter_app_serves_metrics_from_the_cache_until_a_result_arrives() -> 
     state = make_state()
     metrics, counting = exporter_registry(state)
     app = ExporterApp(metrics, WebHooks(snapshots=lambda: [state.snapshot()], ready=lambda: True,
-                                        reload=lambda: None), metrics_max_age=60.0)
+                                        reload=Future), metrics_max_age=60.0)
     assert app.respond_now(request()) is None  # nothing rendered yet: a worker must
     assert answer(app, request()).status == 200
     assert app.respond_now(request()) is not None  # now the loop answers at once

@@ -1,38 +1,28 @@
-"""Caches the tracker persists to: anything with `get(key)` / `set(key, value)` of JSON-able values."""
+"""Where the tracker's state persists: the Cache protocol, the document format, the saver and the backends.
+
+A cache is anything with `get(key)` / `set(key, value)` of JSON-able values. `RedisCache` lives in
+`region_latency.cache.redis` (it needs the `redis` extra).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from region_latency.cache.base import Cache, CacheError, PreservingCache
+from region_latency.cache.document import CACHE_KEY, CachedRegion, decode_document, encode_document
+from region_latency.cache.file import FileCache
+from region_latency.cache.memory import MemoryCache, PrefixedCache
+from region_latency.cache.saver import CacheSaver, SaveStatus
 
-from region_latency.cache.file import CacheError, FileCache
-from region_latency.tracker import Cache
-
-
-class MemoryCache:
-    """A dict behind the Cache protocol: for tests and for processes that need no persistence."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, Any] = {}
-
-    def get(self, key: str) -> Any:
-        return self._data.get(key)
-
-    def set(self, key: str, value: Any) -> None:
-        self._data[key] = value
-
-
-class PrefixedCache:
-    """One cache shared by several trackers: each sees its own keys under `prefix/`."""
-
-    def __init__(self, inner: Cache, prefix: str) -> None:
-        self.inner = inner
-        self.prefix = prefix
-
-    def get(self, key: str) -> Any:
-        return self.inner.get(f"{self.prefix}/{key}")
-
-    def set(self, key: str, value: Any) -> None:
-        self.inner.set(f"{self.prefix}/{key}", value)
-
-
-__all__ = ["Cache", "CacheError", "FileCache", "MemoryCache", "PrefixedCache"]
+__all__ = [
+    "CACHE_KEY",
+    "Cache",
+    "CacheError",
+    "CacheSaver",
+    "CachedRegion",
+    "FileCache",
+    "MemoryCache",
+    "PrefixedCache",
+    "PreservingCache",
+    "SaveStatus",
+    "decode_document",
+    "encode_document",
+]

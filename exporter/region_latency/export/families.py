@@ -63,9 +63,14 @@ class Scope(Enum):
 
     TARGET = ("target", "service", "probe")
     REGION = ("target", "service", "probe", "region")
+    # The exporter's own status (reloads, cache saves): no target labels. Not `()`: Python 3.11.2's Enum turns an
+    # empty-tuple value into a bare object().
+    EXPORTER = "exporter"
 
     @property
     def labels(self) -> tuple[str, ...]:
+        if self is Scope.EXPORTER:
+            return ()
         labels: tuple[str, ...] = self.value
         return labels
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from region_latency.export.server import Handler, Request, Response
+from region_latency.export.server import Answer, Handler, Request, Response, then
 from region_latency.export.webconfig import WebConfigFile, WebSettings, client_san_allowed
 
 UNAUTHORIZED = Response.text(401, "Unauthorized\n", ("WWW-Authenticate", 'Basic realm="region-latency-exporter"'))
@@ -25,7 +25,7 @@ class GuardedHandler:
         self.inner = inner
         self.web = web
 
-    def respond_now(self, request: Request) -> Response | None:
+    def respond_now(self, request: Request) -> Answer | None:
         settings = self.web.current()
         if settings is None:
             return BROKEN_CONFIG
@@ -37,9 +37,9 @@ class GuardedHandler:
         if not verdict:
             return _with_headers(UNAUTHORIZED, settings)
         answer = self.inner.respond_now(request)
-        return None if answer is None else _with_headers(answer, settings)
+        return None if answer is None else then(answer, lambda response: _with_headers(response, settings))
 
-    def respond(self, request: Request) -> Response:
+    def respond(self, request: Request) -> Answer:
         settings = self.web.current()
         if settings is None:
             return BROKEN_CONFIG
@@ -48,7 +48,7 @@ class GuardedHandler:
         answer = self.inner.respond_now(request)
         if answer is None:
             answer = self.inner.respond(request)
-        return _with_headers(answer, settings)
+        return then(answer, lambda response: _with_headers(response, settings))
 
     def accept_peer(self, peercert: Mapping[str, Any] | None) -> bool:
         """client_allowed_sans: a verified client certificate must carry one of the listed SANs."""

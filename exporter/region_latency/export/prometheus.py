@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.export.families import (
     NAMESPACE,
     TARGET_FAMILIES,
@@ -129,10 +129,15 @@ class ExporterRegistry:
         return self.registry.collect()
 
 
-def build_registry(snapshots: Callable[[], Sequence[TargetSnapshot]]) -> ExporterRegistry:
-    """Registries of our own (not the global default): the exporter's families, then build info and process."""
+def build_registry(snapshots: Callable[[], Sequence[TargetSnapshot]],
+                   extra: Sequence[Collector] = ()) -> ExporterRegistry:
+    """Registries of our own (not the global default): the exporter's families, then build info and process.
+
+    `extra` collectors (the exporter's own status) join the runtime part: rendered at most once a second."""
     runtime = CollectorRegistry(auto_describe=True)  # learns the process/GC family names, for name[] filters
     runtime.register(BuildInfoCollector())
+    for collector in extra:
+        runtime.register(collector)
     ProcessCollector(registry=runtime)
     PlatformCollector(registry=runtime)
     GCCollector(registry=runtime)

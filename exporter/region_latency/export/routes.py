@@ -10,15 +10,18 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.export.metrics_cache import MetricsCache, render_filtered, snapshot_generation
+from region_latency.export.probe_debug import ProbeDebugger
 from region_latency.export.prometheus import ExporterRegistry
-from region_latency.export.server import Request, Response
-from region_latency.export.status_page import render_index
+from region_latency.export.server import Answer, Request, Response
+from region_latency.export.status_page import ReloadState, render_index
+from region_latency.recent import RecentProbes
 from region_latency.state import TargetSnapshot
 
 
@@ -28,34 +31,48 @@ class WebHooks:
 
     snapshots: Callable[[], Sequence[TargetSnapshot]]
     ready: Callable[[], bool]
-    reload: Callable[[], str | None]  # returns an error message, or None on success
+    # a Future of the outcome (an error message, or None on success) of a reload run on its own thread
+    reload: Callable[[], Future[str | None]]
+    recent: RecentProbes | None = None  # the status page's charts and recent probes
+    debug_probe: ProbeDebugger | None = None  # /probe?target=..&region=..&debug=true
+    reload_status: Callable[[], ReloadState] | None = None  # the status page's "config loaded ... ago"
 
 
-_Route = tuple[tuple[str, ...], Callable[[Request], Response]]
+_Route = tuple[tuple[str, ...], Callable[[Request], Answer]]
+LIFECYCLE_DISABLED = Response.text(403, "Lifecycle API is not enabled.\n")
 
 
 class ExporterApp:
     """Routes requests. Cheap answers (cached /metrics, health, readiness, errors) are given on the event loop;
-    renders, /regions, the status page and reloads run on a worker thread."""
+    renders, /regions and the status page run on a worker thread; a reload on the reload thread
+    (region_latency.lifecycle), waited for without holding a worker.
 
-    def __init__(self, metrics: ExporterRegistry, hooks: WebHooks, *, metrics_max_age: float = 1.0) -> None:
+    `metrics_path` is `--web.telemetry-path`; `lifecycle` is `--web.enable-lifecycle` (without it, POST or PUT
+    /-/reload answers 403, as Prometheus does).
+    """
+
+    def __init__(self, metrics: ExporterRegistry, hooks: WebHooks, *, metrics_max_age: float = 1.0,
+                 metrics_path: str = "/metrics", lifecycle: bool = True) -> None:
         self.hooks = hooks
         self.metrics = metrics
+        self.metrics_path = metrics_path
+        self.lifecycle = lifecycle
         self.metrics_cache = MetricsCache(metrics, lambda: snapshot_generation(hooks.snapshots()),
                                           max_age=metrics_max_age)
         self._now: dict[str, _Route] = {
             "/-/healthy": (("GET", "HEAD"), lambda _r: Response.text(200, "Healthy.\n")),
             "/-/ready": (("GET", "HEAD"), self._ready),
+            "/-/reload": (("POST", "PUT"), self._reload),
         }
         self._later: dict[str, _Route] = {
             "/": (("GET", "HEAD"), self._index),
             "/regions": (("GET", "HEAD"), self._regions),
-            "/-/reload": (("POST", "PUT"), self._reload),
+            "/probe": (("GET",), self._probe),
         }
 
-    def respond_now(self, request: Request) -> Response | None:
+    def respond_now(self, request: Request) -> Answer | None:
         path, method = request.path, request.method
-        if path == "/metrics":
+        if path == self.metrics_path:
             if method == "OPTIONS":
                 return Response(200, (("Allow", "OPTIONS, GET, HEAD"),))
             if method not in ("GET", "HEAD"):
@@ -70,12 +87,14 @@ class ExporterApp:
             return Response.text(404, f"no such page: {path}\n")
         return self._route(self._now[path], request)
 
-    def respond(self, request: Request) -> Response:
-        if request.path == "/metrics":
+    def respond(self, request: Request) -> Answer:
+        if request.path == self.metrics_path:
             return self._metrics(request)
+        if request.path in self._now:
+            return self._route(self._now[request.path], request)
         return self._route(self._later[request.path], request)
 
-    def _route(self, route: _Route, request: Request) -> Response:
+    def _route(self, route: _Route, request: Request) -> Answer:
         allowed, handler = route
         if request.method not in allowed:
             return _not_allowed(request.path, allowed)
@@ -96,11 +115,20 @@ class ExporterApp:
             return Response.text(200, "Ready.\n")
         return Response.text(503, "Not ready: no sweep finished and no cached ranking yet.\n")
 
-    def _reload(self, _request: Request) -> Response:
-        error = self.hooks.reload()
-        if error is None:
-            return Response.text(200, "Reloaded.\n")
-        return Response.text(500, f"reload failed: {error}\n")
+    def _reload(self, _request: Request) -> Answer:
+        if not self.lifecycle:
+            return LIFECYCLE_DISABLED
+        outcome: Future[Response] = Future()
+
+        def done(reloaded: Future[str | None]) -> None:
+            error = reloaded.result()
+            if error is None:
+                outcome.set_result(Response.text(200, "Reloaded.\n"))
+            else:
+                outcome.set_result(Response.text(500, f"reload failed: {error}\n"))
+
+        self.hooks.reload().add_done_callback(done)
+        return outcome
 
     def _regions(self, request: Request) -> Response:
         query = parse_qs(request.query)
@@ -118,7 +146,14 @@ class ExporterApp:
 
     def _index(self, _request: Request) -> Response:
         return Response(200, (("Content-Type", "text/html; charset=utf-8"),),
-                        render_index(self.hooks.snapshots(), self.hooks.ready()))
+                        render_index(self.hooks.snapshots(), self.hooks.ready(), recent=self.hooks.recent,
+                                     last_reload=self.hooks.reload_status() if self.hooks.reload_status else None,
+                                     metrics_path=self.metrics_path))
+
+    def _probe(self, request: Request) -> Response:
+        if self.hooks.debug_probe is None:
+            return Response.text(404, "no such page: /probe (debug probes are not enabled here)\n")
+        return self.hooks.debug_probe.respond(request.query)
 
 
 def _not_allowed(path: str, allowed: Sequence[str]) -> Response:

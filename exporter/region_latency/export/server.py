@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -72,12 +72,33 @@ class Response:
         return cls(status, (("Content-Type", "text/plain; charset=utf-8"), *extra), text.encode())
 
 
+# An answer, or the promise of one computed elsewhere (a reload on its own thread): the connection waits for it
+# without holding a worker thread.
+Answer = Response | Future[Response]
+
+
+def then(answer: Answer, change: Callable[[Response], Response]) -> Answer:
+    """`change` applied to an answer, now or when it arrives."""
+    if isinstance(answer, Response):
+        return change(answer)
+    out: Future[Response] = Future()
+
+    def done(arrived: Future[Response]) -> None:
+        try:
+            out.set_result(change(arrived.result()))
+        except Exception as exc:
+            out.set_exception(exc)
+
+    answer.add_done_callback(done)
+    return out
+
+
 class Handler(Protocol):
-    def respond_now(self, request: Request) -> Response | None:
+    def respond_now(self, request: Request) -> Answer | None:
         """The answer, if it can be given at once on the event loop (it must not block); else None."""
 
-    def respond(self, request: Request) -> Response:
-        """The answer, computed on a worker thread (may block: renders, reloads)."""
+    def respond(self, request: Request) -> Answer:
+        """The answer, computed on a worker thread (may block: renders)."""
 
 
 @functools.cache
@@ -309,6 +330,9 @@ class _Connection(asyncio.Protocol):
                 future = self.loop.run_in_executor(self.server.workers, self.server.handler.respond, request)
                 future.add_done_callback(functools.partial(self._answered, request, keep_alive, version))
                 return
+            if isinstance(response, Future):
+                self._await(response, request, keep_alive, version)
+                return
             self._write(response, keep_alive, version, head_only=request.method == "HEAD")
         if self.queue or self.busy or self.closing:
             return
@@ -323,7 +347,13 @@ class _Connection(asyncio.Protocol):
         else:
             self._pause_if_full()
 
-    def _answered(self, request: Request, keep_alive: bool, version: str, future: asyncio.Future[Response]) -> None:
+    def _await(self, answer: Future[Response], request: Request, keep_alive: bool, version: str) -> None:
+        """Wait for an answer computed elsewhere, on the loop (no thread is held while waiting)."""
+        self.busy = True
+        waiting = asyncio.wrap_future(answer, loop=self.loop)
+        waiting.add_done_callback(functools.partial(self._answered, request, keep_alive, version))
+
+    def _answered(self, request: Request, keep_alive: bool, version: str, future: asyncio.Future[Answer]) -> None:
         self.busy = False
         if self.closing or future.cancelled():
             return
@@ -332,7 +362,11 @@ class _Connection(asyncio.Protocol):
             log.error("%s %s failed", request.method, request.path, exc_info=error)
             response = Response.text(500, "internal error\n")
         else:
-            response = future.result()
+            answer = future.result()
+            if isinstance(answer, Future):
+                self._await(answer, request, keep_alive, version)
+                return
+            response = answer
         self._write(response, keep_alive, version, head_only=request.method == "HEAD")
         self._next()
 

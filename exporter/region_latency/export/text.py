@@ -53,8 +53,9 @@ def _escape(value: str) -> str:
 
 
 def _block(pairs: Iterable[tuple[str, str]]) -> str:
-    """`{a="x",b="y"}` with names sorted, as prometheus_client writes a label set."""
-    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in sorted(pairs)) + "}"
+    """`{a="x",b="y"}` with names sorted, as prometheus_client writes a label set (nothing for no labels)."""
+    inner = ",".join(f'{name}="{_escape(value)}"' for name, value in sorted(pairs))
+    return "{" + inner + "}" if inner else ""
 
 
 class _Blocks:

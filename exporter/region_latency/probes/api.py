@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import field_validator
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.probes._roundtrip import RoundTripTimer, classify, error_code
 from region_latency.probes.base import Deadline, ErrorKind, ProbeResult, Target, TlsOptions, describe, short_detail
 

@@ -94,6 +94,8 @@ class ProbeResult:
 
     `phases` holds the durations (seconds) of the parts the probe could time, named
     `dns`, `connect`, `tls`, `ttfb` (request sent -> first response byte) and `total`.
+    `address` (the IP connected to) and `tls_version` (as `ssl` names it) are what the probe learnt on the way,
+    when it learnt it: the status page's debug view shows them.
     """
 
     latency: float | None
@@ -101,6 +103,8 @@ class ProbeResult:
     error: ErrorKind | None = None
     detail: str = ""
     status: int | None = None
+    address: str | None = None
+    tls_version: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -108,10 +112,11 @@ class ProbeResult:
 
     @classmethod
     def failure(
-        cls, error: ErrorKind, detail: str, phases: Mapping[str, float] | None = None, status: int | None = None
+        cls, error: ErrorKind, detail: str, phases: Mapping[str, float] | None = None, status: int | None = None,
+        address: str | None = None,
     ) -> ProbeResult:
         return cls(latency=None, phases=MappingProxyType(dict(phases or {})), error=error, detail=detail,
-                   status=status)
+                   status=status, address=address)
 
 
 ProbeFn = Callable[[Target, float], ProbeResult]

@@ -45,7 +45,7 @@ import certifi
 import httpcore
 from pydantic import PrivateAttr, field_validator, model_validator
 
-from region_latency import __version__
+from region_latency._version import __version__
 from region_latency.probes.base import (
     Deadline,
     Endpoint,
@@ -131,13 +131,15 @@ def probe(target: Target, timeout: float) -> ProbeResult:
     if endpoint.scheme not in ("https", "http"):
         raise ValueError(f"https probe needs an https:// (or http://) URL, got {target.url!r}")
     phases: dict[str, float] = {}
+    address: str | None = None
     try:
         found = lookup_address(endpoint.host, endpoint.port, deadline, options.ip_version)
+        address = found.address
         if found.seconds is not None:
             phases["dns"] = found.seconds
         return _request(endpoint, found.address, options, deadline, phases)
     except ProbeError as exc:
-        return ProbeResult.failure(exc.kind, exc.detail, phases)
+        return ProbeResult.failure(exc.kind, exc.detail, phases, address=address)
 
 
 def tls_context(options: TlsOptions) -> ssl.SSLContext | None:
@@ -248,7 +250,8 @@ def _request(
     phases["total"] = deadline.elapsed()
     if "ttfb" not in phases:  # cannot happen with HTTP/1.1; guard rather than report a made-up number
         raise ProbeError(ErrorKind.OTHER, "response arrived but the trace recorded no request timing")
-    return ProbeResult(latency=phases["ttfb"], phases=MappingProxyType(phases), status=status)
+    return ProbeResult(latency=phases["ttfb"], phases=MappingProxyType(phases), status=status, address=address,
+                       tls_version=backend.stamps.tls_version)
 
 
 def _read_some(response: httpcore.Response) -> None:
@@ -317,6 +320,7 @@ class SocketStamps:
         self.tls: tuple[float, float] | None = None
         self.first_write: float | None = None
         self.first_read: float | None = None
+        self.tls_version: str | None = None  # what the handshake negotiated ("TLSv1.3")
 
     def phases(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -455,6 +459,7 @@ class DeadlineStream(httpcore.NetworkStream):
             raise httpcore.ConnectError(describe(exc)) from exc
         try:
             self._stamps.tls = _handshake(tls, until)
+            self._stamps.tls_version = tls.version()
         except BaseException:
             tls.close()
             raise

@@ -51,15 +51,17 @@ def probe(target: Target, timeout: float) -> ProbeResult:
     options = TcpOptions.parse(target.options)
     endpoint = parse_endpoint(target.url, options.port)
     phases: dict[str, float] = {}
+    address: str | None = None
     try:
         found = lookup_address(endpoint.host, endpoint.port, deadline, options.ip_version)
+        address = found.address
         if found.seconds is not None:
             phases["dns"] = found.seconds
         phases["connect"] = connect_time(found.family, found.address, endpoint.port, deadline)
     except ProbeError as exc:
-        return ProbeResult.failure(exc.kind, exc.detail, phases)
+        return ProbeResult.failure(exc.kind, exc.detail, phases, address=address)
     phases["total"] = deadline.elapsed()
-    return ProbeResult(latency=phases["connect"], phases=MappingProxyType(phases))
+    return ProbeResult(latency=phases["connect"], phases=MappingProxyType(phases), address=address)
 
 
 def connect_time(family: socket.AddressFamily, address: str, port: int, deadline: Deadline) -> float:
