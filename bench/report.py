@@ -23,6 +23,7 @@ SECTIONS: dict[str, str] = {
     "footprint": "4. Footprint",
     "warmstart": "5. Warm start",
     "server": "6. HTTP server: ours against uvicorn",
+    "scale": "7. Scale: 100 to 3,000 pairs in one process",
 }
 OWNED = {SUMMARY, *SECTIONS.values()}
 TITLE = "# Benchmarks"

@@ -261,10 +261,11 @@ class Exporter:
                 cache = PrefixedCache(self.cache, cache_prefix(info)) if self.cache is not None else None
                 tracker = RegionLatencyTracker(cache=cache, logger=logging.getLogger(f"region_latency.{name}"))
                 self._cache_loaded |= bool(set(tracker.regions()) & set(regions))
-                state = TargetState(info, regions, tracker, policy)
+                state = TargetState(info, regions, tracker, policy, metrics=config.metrics)
                 self.states[name] = state
             else:
                 state.set_regions(regions, None if keep_policy else policy)
+                state.set_metrics(config.metrics)
             self._targets[name] = targets
             probe = get_probe(config.probe)
             for region, probe_target in targets.items():

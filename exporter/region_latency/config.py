@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from region_latency.durations import format_duration, parse_duration
+from region_latency.metric_options import HistogramOptions, MetricsOptions
 from region_latency.otlp_config import OtlpConfig, OtlpEnvError, apply_env
 from region_latency.probes import PROBE_KINDS, ProbeOptions
 from region_latency.ranking import RankingSettingError, RankingSettings
@@ -182,6 +183,7 @@ class TargetConfig(_Model):
     interval: float = 30.0
     timeout: float = 5.0
     options: ProbeOptions = Field(default=None, validate_default=True)  # the probe kind's own model
+    metrics: MetricsOptions = Field(default_factory=MetricsOptions)  # optional series: docs/METRICS.md budget
 
     @model_validator(mode="before")
     @classmethod
@@ -261,6 +263,11 @@ class TargetConfig(_Model):
                 raise _FieldError((i,), f"IP family {family} is listed twice")
             families.append(family)
         return tuple(families)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics(cls, value: Any) -> Any:
+        return _none_as_empty(value, {})
 
     @field_validator("interval", "timeout", mode="before")
     @classmethod
@@ -550,6 +557,7 @@ def _set_path(raw: dict[str, Any], path: tuple[str, ...], value: object) -> dict
 
 _FIELDS_AT: dict[str, type[BaseModel]] = {"cache": CacheConfig, "targets": TargetConfig, "ranking": RankingSettings,
                                           "otlp": OtlpConfig}
+_SECTIONS_AT: dict[str, type[BaseModel]] = {"metrics": MetricsOptions, "histogram": HistogramOptions}
 
 # The ranking section's problems in the short words docs/RANKING.md uses (`ranking.max_failures: must be >= 1`).
 _RANKING_MESSAGES = {
@@ -590,6 +598,8 @@ def _problem(error: Any, loc: tuple[str | int, ...]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         model = _FIELDS_AT.get(str(loc[0]), Config) if len(loc) > 1 else Config
+        for part in loc[1:-1]:  # a section inside a target (metrics:, its histogram:)
+            model = _SECTIONS_AT.get(str(part), model)
         close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(model.model_fields)}"
         return f"unknown key ({hint})"

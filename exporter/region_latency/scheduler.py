@@ -3,6 +3,11 @@
 One scheduler thread keeps a heap of due times and hands due jobs to a thread pool. A slow or dead
 region only occupies its own worker (each probe honours its timeout); a job whose previous run is
 still in flight is skipped for that round and counted, never run twice at once.
+
+New jobs run at once (the first sweep: readiness), then each on a slot of its own, the slots of the jobs
+added together spread evenly over their interval: 1,000 pairs every 15 s start ~67 probes a second, not
+1,000 in a burst every 15 s. Nothing here logs per probe: a job that keeps overrunning its interval is
+logged when it starts to, and a probe that raises once per job and kind of exception.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from region_latency.probes.base import ErrorKind, ProbeFn, ProbeResult, Target
 
@@ -38,12 +43,20 @@ class Job:
     on_result: Callable[[Target, ProbeResult], None]
 
 
+_raised: set[tuple[str, str, str, type[BaseException]]] = set()  # (service, region, url, exception type) logged
+
+
 def run_probe(probe: ProbeFn, target: Target, timeout: float) -> ProbeResult:
-    """Run one probe; a probe that raises (a bug) becomes an `other` failure, not a dead worker."""
+    """Run one probe; a probe that raises (a bug) becomes an `other` failure, not a dead worker (its traceback is
+    logged once per target and exception type, not once per probe)."""
     try:
         return probe(target, timeout)
     except Exception as exc:
-        log.exception("probe of %s %s raised", target.service, target.region)
+        key = (target.service, target.region, target.url, type(exc))
+        if key not in _raised:
+            _raised.add(key)
+            log.exception("probe of %s %s raised (logged once per target and exception type)", target.service,
+                          target.region)
         return ProbeResult.failure(ErrorKind.OTHER, f"probe raised {type(exc).__name__}: {exc}")
 
 
@@ -65,13 +78,22 @@ def _run_and_deliver(job: Job) -> ProbeResult:
     return result
 
 
-@dataclass(order=True)
+@dataclass(slots=True)
 class _Slot:
     due: float
     seq: int
-    job: Job = field(compare=False)
-    generation: int = field(compare=False)
-    nominal: float = field(compare=False)  # the un-jittered slot; jitter never accumulates
+    job: Job
+    generation: int
+    nominal: float  # the un-jittered slot; jitter never accumulates
+
+
+# Heap entries: (due, seq, slot), compared as tuples in C (a dataclass's generated __lt__ costs ~20 Python calls
+# per push and pop with 1,000 jobs).
+_Entry = tuple[float, int, _Slot]
+# Seconds the scheduler thread sleeps at least between rounds: due jobs start in small batches (at 1,000 pairs
+# every 15 s, ~17 every quarter second) instead of one thread wake-up per probe, which costs ~40 % less CPU
+# (bench/BENCHMARKS.md, scale) for a start up to this late, well inside the slot's jitter (10 % of the interval).
+DISPATCH_GRANULARITY = 0.25
 
 
 class Scheduler:
@@ -98,11 +120,12 @@ class Scheduler:
         self._next_tick = 0.0  # clock time of the next on_tick call: at most one a second
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe",
                                         initializer=thread_initializer)
-        self._heap: list[_Slot] = []
+        self._heap: list[_Entry] = []
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, Future[ProbeResult]] = {}
         self._completed: set[str] = set()
         self._skipped: dict[str, int] = {}
+        self._overrunning: set[str] = set()  # jobs whose latest round was skipped (logged once per episode)
         self._generation = 0
         self._seq = itertools.count()
         self._cond = threading.Condition()
@@ -119,15 +142,22 @@ class Scheduler:
             self._jobs = {job.key: job for job in jobs}
             self._generation += 1
             now = self._clock()
-            kept = {slot.job.key: slot for slot in self._heap if slot.job.key in self._jobs}
+            kept = {slot.job.key: slot for _, _, slot in self._heap if slot.job.key in self._jobs}
             self._heap = []
+            fresh = [job for job in jobs if not (job.key in old and job.key in kept
+                                                 and old[job.key].interval == job.interval)]
+            place = {job.key: (i + 0.5) / len(fresh) for i, job in enumerate(fresh)}  # in (0, 1), centred
             for job in jobs:
                 slot = kept.get(job.key)
-                if job.key in old and slot is not None and old[job.key].interval == job.interval:
+                if job.key not in place and slot is not None:
                     due, nominal = slot.due, slot.nominal
                 else:
-                    due = nominal = now + self._rng.uniform(0, min(job.interval * self.jitter, 1.0))
-                heapq.heappush(self._heap, _Slot(due, next(self._seq), job, self._generation, nominal))
+                    # Run now (within a second), then from a slot of its own: its second run lands half an
+                    # interval to one and a half after the first, by its place among the new jobs (a job added
+                    # alone: one interval after).
+                    due = now + self._rng.uniform(0, min(job.interval * self.jitter, 1.0))
+                    nominal = due + job.interval * (place[job.key] - 0.5)
+                self._push(_Slot(due, next(self._seq), job, self._generation, nominal))
             self._completed &= set(self._jobs)
             self._cond.notify_all()
 
@@ -174,7 +204,7 @@ class Scheduler:
     def due_times(self) -> dict[str, float]:
         """Each job's next due time on the scheduler's clock (status, tests)."""
         with self._cond:
-            return {slot.job.key: slot.due for slot in self._heap if slot.generation == self._generation}
+            return {slot.job.key: slot.due for _, _, slot in self._heap if slot.generation == self._generation}
 
     def run_pending(self) -> float | None:
         """Start every job due by the clock now; the clock time the next one is due (None: no jobs).
@@ -185,9 +215,13 @@ class Scheduler:
             if self._stopping:
                 return None
             now = self._clock()
-            while self._heap and self._heap[0].due <= now:
-                self._dispatch(heapq.heappop(self._heap), now)
-            return self._heap[0].due if self._heap else None
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                self._dispatch(heapq.heappop(heap)[2], now)
+            return heap[0][0] if heap else None
+
+    def _push(self, slot: _Slot) -> None:
+        heapq.heappush(self._heap, (slot.due, slot.seq, slot))
 
     def _loop(self) -> None:
         while True:
@@ -197,7 +231,8 @@ class Scheduler:
                     return
                 now = self._clock()
                 if next_due is None or next_due > now:
-                    wait = 1.0 if next_due is None else min(next_due - now, 1.0)
+                    # at least DISPATCH_GRANULARITY: one wake-up starts the jobs due by then together
+                    wait = 1.0 if next_due is None else min(max(next_due - now, DISPATCH_GRANULARITY), 1.0)
                     self._cond.wait(timeout=wait)
             if self._on_tick is not None and self._clock() >= self._next_tick:
                 self._next_tick = self._clock() + TICK_INTERVAL
@@ -213,8 +248,12 @@ class Scheduler:
             return  # replaced by a reload
         if job.key in self._running:
             self._skipped[job.key] = self._skipped.get(job.key, 0) + 1
-            log.warning("%s: previous probe still running, skipping this round", job.key)
+            if job.key not in self._overrunning:
+                self._overrunning.add(job.key)
+                log.warning("%s: previous probe still running, skipping this round (logged once until a round "
+                            "runs again; the count per job is in the scheduler's skipped())", job.key)
         else:
+            self._overrunning.discard(job.key)
             future = self._pool.submit(_run_and_deliver, job)
             self._running[job.key] = future
             future.add_done_callback(functools.partial(self._finished_future, job.key))
@@ -222,7 +261,7 @@ class Scheduler:
         if nominal < now:  # fell behind (a stalled process): restart the cadence instead of bursting
             nominal = now + job.interval
         next_due = nominal + self._rng.uniform(-self.jitter, self.jitter) * job.interval
-        heapq.heappush(self._heap, _Slot(next_due, next(self._seq), job, slot.generation, nominal))
+        self._push(_Slot(next_due, next(self._seq), job, slot.generation, nominal))
 
     def _finished_future(self, key: str, _future: Future[ProbeResult]) -> None:
         self._finished(key)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from region_latency.metric_options import DEFAULT_BUCKETS, DEFAULT_METRICS, MetricsOptions
 from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import EMPTY_RANKING, PlainRanking, Ranking, RankingPolicy, RegionState
 from region_latency.tracker import RegionLatencyTracker, TrackerSnapshot
@@ -23,11 +24,10 @@ from region_latency.trust import check as check_trust
 
 log = logging.getLogger(__name__)
 
-# Raw-sample histogram buckets (seconds): fine where inter-region round trips live (2 ms - 500 ms).
-SAMPLE_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
-    0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0,
-)
+# Raw-sample histogram buckets (seconds) of a target that does not set its own (`metrics.histogram.buckets`).
+SAMPLE_BUCKETS: tuple[float, ...] = DEFAULT_BUCKETS
+_NO_VERSIONS: Mapping[str, int] = MappingProxyType({})
+REEVALUATE_AFTER = 1.0  # seconds: a clock-driven re-rank is skipped when the ranking is younger than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class LastProbe:
 
 @dataclass(frozen=True, slots=True)
 class HistogramData:
-    bucket_counts: tuple[int, ...]  # non-cumulative, one per SAMPLE_BUCKETS entry plus +Inf
+    bucket_counts: tuple[int, ...]  # non-cumulative, one per bucket bound of the target plus +Inf
     total: float
     count: int
 
@@ -75,21 +75,38 @@ class TargetSnapshot:
     trust: TrustCheck = NOTHING_CHECKED  # whether the regions' EMAs can be real (region_latency.trust)
     # region -> why the address family its target asked for (ip_version) cannot be used from here
     family_unavailable: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    metrics: MetricsOptions = DEFAULT_METRICS  # which optional series the target publishes
+    region_versions: Mapping[str, int] = field(default_factory=lambda: _NO_VERSIONS)  # per region, bumped when
+    # its own results change: lets a writer redo only the regions that changed
+
+    @property
+    def buckets(self) -> tuple[float, ...]:
+        """The raw-sample histogram's bucket bounds of this target (+Inf implied)."""
+        return self.metrics.histogram.buckets
 
 
 @dataclass(slots=True)
 class _Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * (len(SAMPLE_BUCKETS) + 1))
+    """One region's raw-sample counts; its frozen copy is made once per observation, not once per snapshot."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
     count: int = 0
+    frozen: HistogramData | None = None
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(SAMPLE_BUCKETS, value)] += 1
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
         self.count += 1
+        self.frozen = None
 
     def freeze(self) -> HistogramData:
-        return HistogramData(tuple(self.counts), self.total, self.count)
+        if self.frozen is None:
+            self.frozen = HistogramData(tuple(self.counts), self.total, self.count)
+        return self.frozen
 
 
 class TargetState:
@@ -102,8 +119,11 @@ class TargetState:
         tracker: RegionLatencyTracker,
         policy: RankingPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: MetricsOptions = DEFAULT_METRICS,
     ) -> None:
         self.info = info
+        self.metrics = metrics
+        self._region_versions: dict[str, int] = {}
         self.tracker = tracker
         self.policy: RankingPolicy = policy or PlainRanking()
         self._clock = clock
@@ -117,7 +137,7 @@ class TargetState:
         self._generation = 0
         self._snapshot: TargetSnapshot | None = None
         with self._lock:
-            self._ranking = self.policy.evaluate(tracker.snapshot(), self._regions, clock())
+            self._evaluate(clock())
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -133,8 +153,12 @@ class TargetState:
             back = self._family_unavailable.pop(region, None) is not None
             self.tracker.record(region, result)
             self._probes_total[region] = self._probes_total.get(region, 0) + 1
-            if result.latency is not None:
-                self._histograms.setdefault(region, _Histogram()).observe(result.latency)
+            self._region_versions[region] = self._region_versions.get(region, 0) + 1
+            if result.latency is not None and self.metrics.histogram.enabled:
+                histogram = self._histograms.get(region)
+                if histogram is None:
+                    histogram = self._histograms[region] = _Histogram(self.metrics.histogram.buckets)
+                histogram.observe(result.latency)
             else:
                 key = (region, str(result.error or "other"))
                 self._failures_total[key] = self._failures_total.get(key, 0) + 1
@@ -147,7 +171,8 @@ class TargetState:
                 detail=result.detail,
                 connect_timing=result.connect_timing,
             )
-            before, self._ranking = self._ranking, self.policy.evaluate(self.tracker.snapshot(), self._regions, now)
+            before = self._ranking
+            self._evaluate(now)
             self._generation += 1
             self._snapshot = None
             changes = ranking_changes(self.info, before, self._ranking, self._last_probe)
@@ -171,11 +196,25 @@ class TargetState:
         return {"target": self.info.name, "region": region, "ip_family": self.info.ip_family or "asked by ip_version",
                 "reason": reason}
 
+    def _evaluate(self, now: float) -> None:
+        """Under the lock: rank the tracker's current state. The tracker snapshot taken for it is the one the next
+        TargetSnapshot shows (the tracker changes only through this class), so it is copied once per change."""
+        self._tracker_snapshot = self.tracker.snapshot()
+        self._ranking = self.policy.evaluate(self._tracker_snapshot, self._regions, now)
+        self._evaluated_at = now
+
     def reevaluate(self, now: float | None = None) -> None:
-        """Re-rank without a new result (clock-driven: staleness); publishes only if the ranking changed."""
+        """Re-rank without a new result (clock-driven: staleness); publishes only if the ranking changed.
+
+        Skipped when the ranking was evaluated less than REEVALUATE_AFTER seconds ago (a probe result of this
+        target re-ranks it too): with many regions a target gets results several times a second, and
+        evaluating it again on every tick would only repeat that work."""
         with self._lock:
-            ranking = self.policy.evaluate(self.tracker.snapshot(), self._regions,
-                                           self._clock() if now is None else now)
+            now = self._clock() if now is None else now
+            if 0 <= now - self._evaluated_at < REEVALUATE_AFTER:
+                return
+            ranking = self.policy.evaluate(self._tracker_snapshot, self._regions, now)
+            self._evaluated_at = now
             if ranking == self._ranking:
                 return
             before, self._ranking = self._ranking, ranking
@@ -199,7 +238,21 @@ class TargetState:
             self._regions = tuple(regions)
             if policy is not None:
                 self.policy = policy
-            self._ranking = self.policy.evaluate(self.tracker.snapshot(), self._regions, self._clock())
+            self._evaluate(self._clock())
+            self._generation += 1
+            self._snapshot = None
+
+    def set_metrics(self, metrics: MetricsOptions) -> None:
+        """Change which optional series the target publishes (a reload). New histogram buckets start the
+        histograms afresh: counts kept under other bounds would be wrong under the new ones."""
+        with self._lock:
+            if metrics == self.metrics:
+                return
+            if metrics.histogram != self.metrics.histogram:
+                self._histograms.clear()
+            self.metrics = metrics
+            for region in self._regions:
+                self._region_versions[region] = self._region_versions.get(region, 0) + 1
             self._generation += 1
             self._snapshot = None
 
@@ -207,7 +260,7 @@ class TargetState:
         """The current state; the same object is returned until the next update."""
         with self._lock:
             if self._snapshot is None:
-                tracker = self.tracker.snapshot()
+                tracker = self._tracker_snapshot
                 self._snapshot = TargetSnapshot(
                     info=self.info,
                     regions=self._regions,
@@ -220,6 +273,8 @@ class TargetState:
                     generation=self._generation,
                     trust=trust_of(tracker, self._regions),
                     family_unavailable=MappingProxyType(dict(self._family_unavailable)),
+                    metrics=self.metrics,
+                    region_versions=MappingProxyType(dict(self._region_versions)),
                 )
             return self._snapshot
 

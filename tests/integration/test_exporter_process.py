@@ -37,6 +37,8 @@ def exporter_config(tmp_path: Path, endpoints: dict[str, str], ca_file: str, **e
         "interval": "1s",
         "timeout": "900ms",
         "options": {"ca_file": ca_file},
+        # every optional series on (the whole ranking, every phase, status codes): what this test reads
+        "metrics": {"phases": True, "region_state": "all", "ranking_info": "all", "probe_details": True},
     }
     return {"cache": {"type": "file", "path": str(tmp_path / "cache.json")}, "targets": [target], **extra}
 

@@ -9,6 +9,7 @@ import pytest
 
 from region_latency.export.families import TARGET_FAMILIES, Family, HistogramFamily, Kind, Scope
 from region_latency.export.prometheus import RegionLatencyCollector
+from region_latency.metric_options import ALL_METRICS
 from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import TrustedRanking
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
@@ -18,10 +19,12 @@ METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "METRICS.md"
 
 
 def busy_snapshot() -> TargetSnapshot:
-    """Every family has series: ranked and unranked regions, failures with reasons, phases, statuses, and two
-    regions whose round trips sum to less than light needs between Virginia and Sydney (untrusted)."""
+    """Every family has series (every optional one on): ranked and unranked regions, failures with reasons,
+    phases, statuses, and two regions whose round trips sum to less than light needs between Virginia and Sydney
+    (untrusted)."""
     state = TargetState(TargetInfo("t", "svc", "https"), ["us-east-1", "ap-southeast-2", "c"],
-                        RegionLatencyTracker(), TrustedRanking(30.0, min_samples=2), clock=lambda: 1000.0)
+                        RegionLatencyTracker(), TrustedRanking(30.0, min_samples=2), clock=lambda: 1000.0,
+                        metrics=ALL_METRICS)
     for region, latency in (("us-east-1", 0.05), ("ap-southeast-2", 0.02), ("us-east-1", 0.04),
                             ("ap-southeast-2", 0.03)):
         state.record(region, ProbeResult(latency, {"dns": 0.001, "connect": 0.01, "ttfb": latency}, status=403))

@@ -14,11 +14,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from region_latency.export.families import Family, HistogramFamily, Kind, Scope
 from region_latency.export.prometheus import RegionLatencyCollector, metrics
-from region_latency.export.text import render, render_targets
+from region_latency.export.text import TargetText, render, render_targets
+from region_latency.metric_options import ALL_METRICS, DEFAULT_METRICS, MetricsOptions
 from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import PlainRanking, TrustedRanking
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
 from region_latency.tracker import RegionLatencyTracker
+
+# The histogram's buckets as they were before issue 15 (19 bounds), as a target's own buckets.
+FINE = MetricsOptions.model_validate({"histogram": {"buckets": [
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0]}})
 
 
 def reference(snapshots: list[TargetSnapshot]) -> str:
@@ -61,25 +66,61 @@ def test_every_kind_of_series_and_awkward_label_values() -> None:
                           st.sampled_from(list(ErrorKind)),
                           st.one_of(st.none(), st.integers(min_value=100, max_value=599))),
                 max_size=30),
-       st.booleans())
+       st.booleans(), st.sampled_from([DEFAULT_METRICS, ALL_METRICS, FINE]))
 def test_same_text_after_any_results(results: list[tuple[str, float | None, ErrorKind, int | None]],
-                                     trusted: bool) -> None:
+                                     trusted: bool, metrics: MetricsOptions) -> None:
+    """Also the kept writer (TargetText), brought up to date after every result: the same bytes as a writer
+    from nothing and as prometheus_client."""
     policy = TrustedRanking(30.0) if trusted else PlainRanking()
     state = TargetState(TargetInfo("t", "svc", "https"), ["a", "b", "c"], RegionLatencyTracker(), policy,
-                        clock=lambda: 1000.0)
+                        clock=lambda: 1000.0, metrics=metrics)
+    kept = TargetText()
     for region, latency, error, status in results:
         if latency is None:
             state.record(region, ProbeResult.failure(error, "x", status=status))
         else:
             state.record(region, ProbeResult(latency, {"connect": latency / 2, "ttfb": latency}, status=status))
+        kept.update(state.snapshot())
     snaps = [state.snapshot()]
     assert render_targets(snaps) == reference(snaps)
+    kept.update(snaps[0])
+    assert kept_text([kept]) == render_targets(snaps)
+
+
+def kept_text(texts: list[TargetText]) -> str:
+    """The families laid out from kept per-target parts, as the metrics cache does."""
+    from region_latency.export.families import TARGET_FAMILIES
+    from region_latency.export.text import header
+
+    return "".join(header(family) + "".join(text.parts[i].decode() for text in texts)
+                   for i, family in enumerate(TARGET_FAMILIES))
+
+
+def test_kept_parts_follow_reloads_of_regions_and_options() -> None:
+    """Regions dropped and added, options changed (buckets, phases, states): the kept parts are what a fresh
+    writer makes, and an unchanged family keeps its very bytes object (its gzip segment is reused)."""
+    state = TargetState(TargetInfo("t", "svc", "https"), ["a", "b"], RegionLatencyTracker(), PlainRanking(),
+                        clock=lambda: 1000.0)
+    kept = TargetText()
+    state.record("a", ProbeResult(0.05, {"connect": 0.02, "ttfb": 0.05}, status=200))
+    kept.update(state.snapshot())
+    target_regions_part = kept.parts[7]
+    state.record("a", ProbeResult(0.06, {"connect": 0.02, "ttfb": 0.06}, status=200))
+    kept.update(state.snapshot())
+    assert kept.parts[7] is target_regions_part
+    for change in (lambda: state.set_regions(["b", "c"]), lambda: state.set_metrics(ALL_METRICS),
+                   lambda: state.set_metrics(FINE), lambda: state.record("c", ProbeResult(0.2, {"connect": 0.1})),
+                   lambda: state.set_regions(["a", "b", "c"])):
+        change()
+        kept.update(state.snapshot())
+        snaps = [state.snapshot()]
+        assert kept_text([kept]) == render_targets(snaps) == reference(snaps)
 
 
 def bound_samples() -> TargetSnapshot:
     """Samples exactly on bucket bounds (0.001, 0.1, 5.0, the last finite one) and just above the last one."""
     state = TargetState(TargetInfo("t", "svc", "tcp"), ["on-bounds"], RegionLatencyTracker(), PlainRanking(),
-                        clock=lambda: 1000.0)
+                        clock=lambda: 1000.0, metrics=FINE)
     for latency in (0.001, 0.1, 0.1, 5.0, 5.000001):
         state.record("on-bounds", ProbeResult(latency, {"connect": latency}))
     return state.snapshot()
@@ -107,7 +148,7 @@ def test_a_sample_on_a_bucket_bound_counts_in_that_bucket() -> None:
 def test_numbers_are_formatted_as_prometheus_client_does() -> None:
     """Whole floats, -0.0, ints past the writer's table of small ints, huge and tiny values."""
     state = TargetState(TargetInfo("t", "svc", "https"), ["r"], RegionLatencyTracker(), PlainRanking(),
-                        clock=lambda: 1000.0)
+                        clock=lambda: 1000.0, metrics=ALL_METRICS)
     for _ in range(5000):
         state.record("r", ProbeResult(0.0005, {"connect": 0.0005}))
     state.record("r", ProbeResult(2.0, {"dns": -0.0, "connect": 0.0, "tls": 1e-9, "ttfb": 2.0, "total": 1e22},

@@ -23,6 +23,7 @@ from region_latency.export.families import TARGET_FAMILIES, HistogramFamily
 from region_latency.export.otel import SCOPE_NAME, OtlpExporter, OtlpStatusCollector, instrument_name
 from region_latency.export.prometheus import build_registry
 from region_latency.export.text import render_targets
+from region_latency.metric_options import ALL_METRICS  # every family has series: the test compares them all
 from region_latency.otlp_config import OtlpConfig
 from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.state import TargetInfo, TargetSnapshot, TargetState
@@ -53,9 +54,9 @@ class Targets:
         clock = Clock()
         self.https = TargetState(TargetInfo("bedrock-runtime-https", "bedrock-runtime", "https"),
                                  ["eu-west-1", "us-east-1", "ap-south-1", "sa-east-1"],
-                                 RegionLatencyTracker(clock=clock), clock=clock)
+                                 RegionLatencyTracker(clock=clock), clock=clock, metrics=ALL_METRICS)
         self.tcp = TargetState(TargetInfo("vpc \"endpoint\"", "bedrock", "tcp"), ["eu-central-1", "us-west-2"],
-                               RegionLatencyTracker(clock=clock), clock=clock)
+                               RegionLatencyTracker(clock=clock), clock=clock, metrics=ALL_METRICS)
         self.listeners: list[Any] = []
 
     def record(self, state: TargetState, region: str, result: ProbeResult) -> None:

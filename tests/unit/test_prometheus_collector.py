@@ -10,15 +10,20 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from region_latency.export.prometheus import build_registry
+from region_latency.metric_options import ALL_METRICS, MetricsOptions
 from region_latency.probes.base import ErrorKind, ProbeResult
 from region_latency.ranking import PlainRanking
 from region_latency.state import TargetInfo, TargetState
 from region_latency.tracker import RegionLatencyTracker
 
+# The histogram's buckets as they were before issue 15 (19 bounds): a target's own buckets.
+FINE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
+                2.0, 5.0)
 
-def make_state() -> TargetState:
+
+def make_state(metrics: MetricsOptions = ALL_METRICS) -> TargetState:
     state = TargetState(TargetInfo("bedrock-https", "bedrock", "https"), ["us-east-1", "eu-west-1", "sa-east-1"],
-                        RegionLatencyTracker(), PlainRanking(), clock=lambda: 1000.0)
+                        RegionLatencyTracker(), PlainRanking(), clock=lambda: 1000.0, metrics=metrics)
     for latency in (0.09, 0.08):
         state.record("us-east-1", ProbeResult(latency, {"connect": 0.04, "ttfb": latency}, status=403))
     state.record("eu-west-1", ProbeResult(0.02, {"connect": 0.01, "ttfb": 0.02}, status=403))
@@ -61,11 +66,35 @@ def test_families_and_values() -> None:
     phases = {(lb["region"], lb["phase"]): v for lb, v in m["region_latency_probe_duration_seconds"]}
     assert phases[("us-east-1", "ttfb")] == 0.08
     buckets = {lb["le"]: v for lb, v in m["region_latency_sample_seconds_bucket"] if lb["region"] == "us-east-1"}
-    assert buckets["0.075"] == 0 and buckets["0.1"] == 2 and buckets["+Inf"] == 2
+    assert buckets["0.05"] == 0 and buckets["0.1"] == 2 and buckets["+Inf"] == 2
     assert by_region(m["region_latency_sample_seconds_count"]) == {"us-east-1": 2, "eu-west-1": 1}
     assert m["region_latency_build_info"][0][0]["version"]
     for labels, _ in m["region_latency_samples"]:
         assert labels.keys() == {"target", "service", "probe", "region"}
+
+
+def test_defaults_keep_to_the_budget() -> None:
+    """By default: only the current state's series, #1 alone in ranking_info, no status or last-probe time, the
+    default phases, five bucket bounds (docs/METRICS.md: the cardinality budget)."""
+    state = make_state(MetricsOptions())
+    m = parsed(generate_latest(build_registry(lambda: [state.snapshot()])).decode())
+    states = [(lb["region"], lb["state"], v) for lb, v in m["region_latency_region_state"]]
+    assert states == [("us-east-1", "healthy", 1), ("eu-west-1", "healthy", 1), ("sa-east-1", "unmeasured", 1)]
+    assert [(lb["rank"], lb["region"]) for lb, _ in m["region_latency_ranking_info"]] == [("1", "eu-west-1")]
+    assert "region_latency_probe_http_status_code" not in m
+    assert "region_latency_last_probe_timestamp_seconds" not in m
+    assert {lb["phase"] for lb, _ in m["region_latency_probe_duration_seconds"]} == {"connect", "ttfb"}
+    assert [lb["le"] for lb, _ in m["region_latency_sample_seconds_bucket"] if lb["region"] == "us-east-1"] == [
+        "0.025", "0.05", "0.1", "0.25", "0.5", "+Inf"]
+
+
+def test_options_turn_families_off() -> None:
+    state = make_state(MetricsOptions.model_validate({"histogram": False, "phases": False, "ranking_info": 0}))
+    m = parsed(generate_latest(build_registry(lambda: [state.snapshot()])).decode())
+    for name in ("region_latency_sample_seconds_bucket", "region_latency_probe_duration_seconds",
+                 "region_latency_ranking_info"):
+        assert name not in m
+    assert by_region(m["region_latency_ema_seconds"]) == pytest.approx({"us-east-1": 0.085, "eu-west-1": 0.02})
 
 
 def test_snapshot_is_reused_until_the_next_update() -> None:
@@ -86,9 +115,10 @@ def test_output_passes_promtool() -> None:
 
 
 def test_a_sample_on_a_bucket_bound_counts_in_that_bucket() -> None:
-    """`le` is less than or equal: 0.1 s counts in le="0.1", 5.0 s (the last finite bound) in le="5.0"."""
+    """`le` is less than or equal: 0.1 s counts in le="0.1", 5.0 s (the last finite bound) in le="5.0"; a target's
+    own buckets."""
     state = TargetState(TargetInfo("t", "svc", "tcp"), ["on-bounds"], RegionLatencyTracker(), PlainRanking(),
-                        clock=lambda: 1000.0)
+                        clock=lambda: 1000.0, metrics=MetricsOptions.model_validate({"histogram": FINE_BUCKETS}))
     for latency in (0.001, 0.1, 0.1, 5.0, 5.000001):
         state.record("on-bounds", ProbeResult(latency, {"connect": latency}))
     m = parsed(generate_latest(build_registry(lambda: [state.snapshot()])).decode())

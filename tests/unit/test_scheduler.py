@@ -176,22 +176,57 @@ def test_set_jobs_keeps_the_slots_of_kept_jobs_and_schedules_new_or_changed_ones
     jobs = [Job(f"t/{r}", target(r), probe, 10.0, 1.0, rec.on_result) for r in ("a", "b", "c")]
     scheduler.set_jobs(jobs)
     clock.now += 1
-    run_and_settle(scheduler)  # all three ran at 1000 (low end: no offset); next slots at 1010
-    assert scheduler.due_times() == {"t/a": 1009.0, "t/b": 1009.0, "t/c": 1009.0}  # 1010 - 10 % jitter
+    run_and_settle(scheduler)  # all three ran at 1000 (low end: no offset)
+    # their own slots from then on: 1/6, 3/6 and 5/6 of the way through one interval from 1005 (10 % jitter: -1)
+    assert scheduler.due_times() == pytest.approx({"t/a": 1005 + 10 / 6 - 1, "t/b": 1009.0, "t/c": 1015 - 10 / 6 - 1})
     clock.now = 1004.0
     scheduler.set_jobs([
         jobs[0],  # kept as it was: keeps its slot
         Job("t/b", target("b"), probe, 20.0, 1.0, rec.on_result),  # interval changed: rescheduled now
         Job("t/d", target("d"), probe, 10.0, 1.0, rec.on_result),  # new: now
     ])  # t/c dropped
-    assert scheduler.due_times() == {"t/a": 1009.0, "t/b": 1004.0, "t/d": 1004.0}
+    assert scheduler.due_times() == pytest.approx({"t/a": 1005 + 10 / 6 - 1, "t/b": 1004.0, "t/d": 1004.0})
     run_and_settle(scheduler)
     wait_until(lambda: len(rec.results) == 5)
     assert sorted(region for region, _ in rec.results) == ["a", "b", "b", "c", "d"]
-    clock.now = 1009.0
+    clock.now = 1006.0
     run_and_settle(scheduler)
     wait_until(lambda: len(rec.results) == 6)
-    assert scheduler.due_times()["t/a"] == 1019.0  # nominal slot kept through set_jobs: 1020 - 1
+    assert scheduler.due_times()["t/a"] == pytest.approx(1015 + 10 / 6 - 1)  # nominal slot kept through set_jobs
+    assert scheduler.stop(timeout=2)
+
+
+def test_new_jobs_get_slots_spread_over_their_interval() -> None:
+    """1,000 jobs added at once all run within the first second (the first sweep), then on slots spread evenly
+    over the interval: no second of the next interval starts more than its share (plus the jitter's noise)."""
+    clock, rng = FakeClock(), EdgeRandom("low")
+    rec = Recorder()
+    scheduler = Scheduler(concurrency=4, jitter=0.0, clock=clock, rng=rng)
+    scheduler.set_jobs([Job(f"t/{i}", target(str(i)), rec.probe_sleeping({}), 15.0, 5.0, rec.on_result)
+                        for i in range(1000)])
+    assert max(scheduler.due_times().values()) <= clock.now + 1.0
+    run_and_settle(scheduler)
+    wait_until(lambda: len(rec.results) == 1000)
+    per_second = Counter(int(due - clock.now) for due in scheduler.due_times().values())
+    assert min(per_second) >= 7 and max(per_second) <= 22  # second runs between 7.5 s and 22.5 s from the first
+    assert max(per_second.values()) <= 1000 / 15 + 1
+    assert scheduler.stop(timeout=5)
+
+
+def test_an_overrunning_job_is_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    gate, rec = Gate(), Recorder()
+    scheduler = Scheduler(concurrency=2, jitter=0.0, clock=clock)
+    scheduler.set_jobs([Job("t/slow", target("slow"), gate.probe, 1.0, 0.9, rec.on_result)])
+    with caplog.at_level("WARNING", logger="region_latency.scheduler"):
+        for _ in range(5):
+            scheduler.run_pending()
+            wait_until(gate.any_started.is_set)
+            clock.now = scheduler.due_times()["t/slow"]
+        assert scheduler.skipped() == {"t/slow": 4}
+        assert len([r for r in caplog.records if "still running" in r.getMessage()]) == 1
+    gate.release.set()
+    wait_until(scheduler.sweep_done)
     assert scheduler.stop(timeout=2)
 
 
@@ -204,7 +239,7 @@ def test_a_job_still_running_is_skipped_not_stacked_and_others_keep_their_cadenc
     for step in range(4):
         scheduler.run_pending()
         wait_until(lambda n=step + 1: len(rec.results) == n and gate.any_started.is_set())
-        clock.now += 1.0
+        clock.now = max(scheduler.due_times().values())  # both due (their slots are half an interval apart)
     assert gate.started["slow"] == 1 and scheduler.skipped() == {"t/slow": 3}
     assert not scheduler.sweep_done()  # the slow job has not finished a run yet
     gate.release.set()

@@ -95,10 +95,11 @@ def metrics(table: Sequence[AnyFamily[Source]], sources: Sequence[Source],
         if isinstance(family, HistogramFamily):
             histogram = HistogramMetricFamily(family.name, family.help, labels=family.labels)
             for source, ident in zip(sources, idents, strict=True):
+                le = family.le_labels_for(source)
                 for region, extra, (cumulative, total) in family.read(source):
                     start = len(histogram.samples)
                     histogram.add_metric(_label_values(ident, region, extra),  # type: ignore[arg-type]
-                                         list(zip(family.le_labels, cumulative, strict=True)), total)
+                                         list(zip(le, cumulative, strict=True)), total)
                     _leave_out_unset(histogram, start)
             yield histogram
             continue

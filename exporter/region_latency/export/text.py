@@ -6,6 +6,10 @@ with a label dict per series, then sorts and escapes every dict on every scrape 
 targets, with the GIL held). Here each series' label block is escaped once and reused until the labels change,
 and values are formatted by prometheus_client's own `floatToGoString`. This module is only a serializer: which
 families exist, in what order, and which series they hold is the table's business.
+
+`TargetText` keeps one target's part of every family between scrapes and writes again only the regions whose
+own state changed (a probe result, their ranking entry, the target's options): what a scrape costs follows what
+changed, not how many pairs exist (issue 15). `render_targets` is the same writer from nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ from typing import TypeVar, cast
 
 from prometheus_client.utils import floatToGoString
 
-from region_latency.export.families import TARGET_FAMILIES, AnyFamily, HistogramFamily, target_identity
+from region_latency.export.families import (
+    TARGET_FAMILIES,
+    AnyFamily,
+    HistogramFamily,
+    Scope,
+    entries_by_region,
+    target_identity,
+)
 from region_latency.state import TargetSnapshot
 
 Source = TypeVar("Source")
@@ -103,7 +114,7 @@ def render(table: Sequence[AnyFamily[Source]], sources: Sequence[Source],
         name, scope_names, extra_names = family.name, family.scope.labels, family.extra_labels
         for source, ident, blocks_by_region in zip(sources, idents, known, strict=True):
             if isinstance(family, HistogramFamily):
-                le = family.le_labels
+                le = family.le_labels_for(source)
                 for region, extra, (cumulative, total) in family.read(source):
                     blocks = blocks_by_region.get(region) or _remember(blocks_by_region, scope_names, ident, region)
                     for block, count in zip(blocks.buckets(extra_names, extra, le), cumulative, strict=True):
@@ -124,6 +135,104 @@ def _remember(blocks_by_region: dict[str | None, _Blocks], scope_names: tuple[st
     return blocks
 
 
+def header(family: AnyFamily[Source]) -> str:
+    """The `# HELP` and `# TYPE` lines of a family."""
+    return _header(family)
+
+
 def render_targets(snapshots: Sequence[TargetSnapshot]) -> str:
     """The text of every region_latency_* family (not build info), as `generate_latest` would write it."""
     return render(TARGET_FAMILIES, snapshots, target_identity)
+
+
+class TargetText:
+    """One target's part of every family of TARGET_FAMILIES (`parts[i]`: the lines of family i, as bytes), kept
+    from one snapshot to the next: a region's lines are written again only when its key changed (its version,
+    bumped by a probe result of its own, the only way its tracker stats, counters and latest probe change; and
+    its ranking entry). New options (a reload) write everything again."""
+
+    __slots__ = ("_blocks", "_ident", "_options", "_regional", "_regions", "parts", "snapshot")
+
+    def __init__(self) -> None:
+        self.snapshot: TargetSnapshot | None = None
+        self.parts: tuple[bytes, ...] = ()
+        self._ident: tuple[str, ...] = ()
+        self._regional = tuple(i for i, family in enumerate(TARGET_FAMILIES) if family.scope is Scope.REGION)
+        # region -> (key, the region's lines of each REGION-scoped family, in table order)
+        self._regions: dict[str, tuple[object, tuple[str, ...]]] = {}
+        self._blocks: dict[str, _Blocks] = {}  # region -> its label blocks (escaped once per target and region)
+        self._options: object = None
+
+    def update(self, snap: TargetSnapshot) -> bool:
+        """Bring the parts up to `snap`; False when `snap` is the one they show already."""
+        if snap is self.snapshot:
+            return False
+        ident = target_identity(snap)
+        if ident != self._ident:
+            self._ident, self._regions, self._blocks = ident, {}, {}
+        old = self.parts
+        previous = self.snapshot
+        if snap.metrics is not self._options:
+            self._options, self._regions, old = snap.metrics, {}, ()
+        if previous is None or previous.regions != snap.regions:
+            old = ()  # every part laid out again
+        regions = self._regions
+        entries = entries_by_region(snap)
+        versions = snap.region_versions
+        changed: set[int] = set()  # columns (REGION-scoped families, in order) some region's lines changed in
+        for region in snap.regions:
+            key = (versions.get(region), entries.get(region))
+            cached = regions.get(region)
+            if cached is None or cached[0] != key:
+                lines = self._region_lines(snap, region)
+                if cached is not None:
+                    changed.update(i for i, (new, was) in enumerate(zip(lines, cached[1], strict=True)) if new != was)
+                regions[region] = (key, lines)
+        if len(regions) > len(snap.regions):
+            for gone in set(regions) - set(snap.regions):
+                del regions[gone]
+                self._blocks.pop(gone, None)
+        ranking_moved = previous is None or previous.ranking is not snap.ranking
+        parts: list[bytes] = []
+        column = 0
+        for index, family in enumerate(TARGET_FAMILIES):
+            if family.scope is Scope.REGION:
+                if old and column not in changed:
+                    part = old[index]
+                else:
+                    part = "".join([regions[region][1][column] for region in snap.regions]).encode()
+                column += 1
+            elif old and not ranking_moved:  # the target-wide families follow the ranking and the regions
+                part = old[index]
+            else:
+                part = render((family,), (snap,), target_identity).removeprefix(_header(family)).encode()
+            parts.append(old[index] if old and old[index] == part else part)  # unchanged: the same object
+        self.parts, self.snapshot = tuple(parts), snap
+        return True
+
+    def _region_lines(self, snap: TargetSnapshot, region: str) -> tuple[str, ...]:
+        blocks = self._blocks.get(region)
+        if blocks is None:
+            blocks = self._blocks[region] = _Blocks(Scope.REGION.labels, (*self._ident, region))
+        out: list[str] = []
+        fmt = _number
+        for index in self._regional:
+            family = TARGET_FAMILIES[index]
+            name, extra_names = family.name, family.extra_labels
+            lines: list[str] = []
+            append = lines.append
+            if isinstance(family, HistogramFamily):
+                assert family.read_region is not None
+                le = family.le_labels_for(snap)
+                for extra, (cumulative, total) in family.read_region(snap, region):
+                    for block, count in zip(blocks.buckets(extra_names, extra, le), cumulative, strict=True):
+                        append(f"{name}_bucket{block} {fmt(count)}\n")
+                    plain = blocks.extra(extra_names, extra)
+                    append(f"{name}_count{plain} {fmt(cumulative[-1])}\n")
+                    append(f"{name}_sum{plain} {fmt(total)}\n")
+            else:
+                assert family.read_region is not None
+                for extra, value in family.read_region(snap, region):
+                    append(f"{name}{blocks.extra(extra_names, extra) if extra else blocks.plain} {fmt(value)}\n")
+            out.append("".join(lines))
+        return tuple(out)
