@@ -185,6 +185,7 @@ class TargetState:
         not counted as the region failing. The tracker, failure counters and last probe are left as they were."""
         with self._lock:
             self._probes_total[region] = self._probes_total.get(region, 0) + 1
+            self._region_versions[region] = self._region_versions.get(region, 0) + 1  # its lines changed
             first = region not in self._family_unavailable
             self._family_unavailable[region] = detail
             self._generation += 1

@@ -156,7 +156,7 @@ class TargetText:
     def __init__(self) -> None:
         self.snapshot: TargetSnapshot | None = None
         self.parts: tuple[bytes, ...] = ()
-        self._ident: tuple[str, ...] = ()
+        self._ident: tuple[str | None, ...] = ()
         self._regional = tuple(i for i, family in enumerate(TARGET_FAMILIES) if family.scope is Scope.REGION)
         # region -> (key, the region's lines of each REGION-scoped family, in table order)
         self._regions: dict[str, tuple[object, tuple[str, ...]]] = {}
