@@ -151,6 +151,8 @@ class LatencyTracker:
         if save_interval < 0 or not math.isfinite(save_interval):
             raise ValueError(f"save_interval must be a finite number >= 0, got {save_interval!r}")
         self._regions: dict[str, _RegionState] = {}
+        # each region's frozen stats, kept until that region changes: a snapshot copies only what changed
+        self._frozen: dict[str, RegionStats] = {}
         self._lock = threading.Lock()
         self.cache = cache
         self.logger = logger or logging.getLogger(__name__)
@@ -170,6 +172,7 @@ class LatencyTracker:
         _validate_region(region)
         with self._lock:
             state = self._regions.setdefault(region, _RegionState())
+            self._frozen.pop(region, None)
             state.samples += 1
             state.ema = calculate_ema(state.ema, value, state.samples, self.alpha)
             state.last_sample_at = self._clock()
@@ -210,6 +213,7 @@ class LatencyTracker:
         _validate_region(region)
         with self._lock:
             state = self._regions.setdefault(region, _RegionState())
+            self._frozen.pop(region, None)
             state.consecutive_failures += 1
             state.failures_total += 1
             state.last_failure_at = self._clock()
@@ -218,7 +222,13 @@ class LatencyTracker:
     def snapshot(self) -> TrackerSnapshot:
         """An immutable copy of every region's state, taken under one lock hold."""
         with self._lock:
-            frozen = {region: state.freeze(region) for region, state in self._regions.items()}
+            kept = self._frozen
+            frozen = {}
+            for region, state in self._regions.items():
+                stats = kept.get(region)
+                if stats is None:
+                    stats = kept[region] = state.freeze(region)
+                frozen[region] = stats
         return TrackerSnapshot(regions=MappingProxyType(frozen), taken_at=self._clock())
 
     def regions(self) -> list[str]:
@@ -230,6 +240,7 @@ class LatencyTracker:
         """Drop a region's state (e.g. when it leaves the configuration)."""
         with self._lock:
             dropped = self._regions.pop(region, None) is not None
+            self._frozen.pop(region, None)
         if dropped and self.saver is not None:
             self.saver.mark_dirty()
 
@@ -257,6 +268,7 @@ class LatencyTracker:
             for region, cached in regions.items():
                 if late and region in self._regions:
                     continue  # what was measured since the start is newer
+                self._frozen.pop(region, None)
                 self._regions[region] = _RegionState(ema=cached.ema, samples=cached.samples,
                                                      last_sample_at=cached.last_sample_at)
 

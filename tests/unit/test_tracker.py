@@ -197,3 +197,23 @@ def test_forget_drops_a_region() -> None:
     tracker.forget("a")
     assert tracker.regions() == ["b"]
     assert set(cache.get("region_latencies")["metrics"]) == {"b"}
+
+
+def test_a_snapshot_copies_only_the_regions_that_changed() -> None:
+    """A probe result changes one region: the next snapshot reuses the other regions' frozen stats (with many
+    regions per target, re-freezing every region on every result was most of a result's cost)."""
+    tracker = RegionLatencyTracker(clock=lambda: 100.0)
+    for region in ("a", "b", "c"):
+        tracker.update_latency(region, 0.1)
+    first = tracker.snapshot().regions
+    tracker.update_latency("a", 0.3)
+    tracker.record_failure("c", "timeout")
+    second = tracker.snapshot().regions
+    assert second["b"] is first["b"]
+    assert second["a"] is not first["a"] and second["a"].ema == 0.2 and second["a"].samples == 2
+    assert second["c"] is not first["c"] and second["c"].consecutive_failures == 1
+    assert first["a"].ema == 0.1 and first["c"].consecutive_failures == 0  # earlier snapshots never change
+    tracker.forget("b")
+    assert list(tracker.snapshot().regions) == ["a", "c"]
+    tracker.update_latency("b", 0.5)  # back after being forgotten: fresh, not the old frozen stats
+    assert tracker.snapshot().regions["b"].samples == 1
