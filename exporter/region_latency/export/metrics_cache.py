@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from isal import isal_zlib
 from prometheus_client.exposition import choose_encoder, generate_latest, gzip_accepted
 
-from region_latency.export.families import TARGET_FAMILIES
+from region_latency.export.families import TARGET_FAMILIES, target_identity
 from region_latency.export.prometheus import ExporterRegistry
 from region_latency.export.server import Response
 from region_latency.export.text import TargetText, header
@@ -122,7 +122,8 @@ class MetricsCache:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, bool], _Rendered] = {}
         self._targets: _TargetsPart | None = None
-        self._texts: dict[tuple[str, str, str], TargetText] = {}  # per target identity: its parts, kept
+        # per target identity (its labels: name, service, probe, ip_family): its parts, kept
+        self._texts: dict[tuple[str, str, str, str | None], TargetText] = {}
         self._segments = _SegmentCache()
         self._runtime: tuple[float, bytes] | None = None  # (rendered at, text of the runtime families)
         self.renders = 0  # renders on the scrape path (per-target families, or an OpenMetrics answer): tests, debugging
@@ -223,7 +224,7 @@ class MetricsCache:
         texts = []
         seen = set()
         for snap in self._metrics.snapshots():
-            ident = (snap.info.name, snap.info.service, snap.info.probe)
+            ident = target_identity(snap)  # each IP family of a target is a series identity of its own
             text = self._texts.get(ident)
             if text is None:
                 text = self._texts[ident] = TargetText()
