@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from region_latency.durations import format_duration, parse_duration
+from region_latency.durations import format_duration, parse_duration, positive_duration
 from region_latency.metric_options import HistogramOptions, MetricsOptions
 from region_latency.otlp_config import OtlpConfig, OtlpEnvError, apply_env
 from region_latency.probes import PROBE_KINDS, ProbeOptions
@@ -272,12 +272,7 @@ class TargetConfig(_Model):
     @field_validator("interval", "timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
-        seconds = parse_duration(value)
-        if seconds <= 0:
-            raise ValueError(f"must be greater than zero (got {value!r})")
-        if seconds > MAX_INTERVAL:
-            raise ValueError(f"must be at most {format_duration(MAX_INTERVAL)} (got {value!r})")
-        return seconds
+        return positive_duration(value, MAX_INTERVAL)
 
     @model_validator(mode="after")
     def _families_fit_the_probe(self) -> TargetConfig:

@@ -38,6 +38,16 @@ def parse_duration(value: str | float) -> float:
     return seconds
 
 
+def positive_duration(value: str | float, maximum: float | None = None) -> float:
+    """`parse_duration`, for settings where zero makes no sense (intervals, timeouts), optionally bounded."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be greater than zero (got {value!r})")
+    if maximum is not None and seconds > maximum:
+        raise ValueError(f"must be at most {format_duration(maximum)} (got {value!r})")
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     """The shortest of `500ms`, `30s`, `5m`, `1h` that is exact; for dumps that read like the input."""
     for unit in ("h", "m", "s"):
@@ -50,4 +60,4 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["format_duration", "parse_duration", "positive_duration"]

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator, model_validator
 
-from region_latency.durations import format_duration, parse_duration
+from region_latency.durations import format_duration, positive_duration
 
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
@@ -136,10 +136,7 @@ class OtlpConfig(BaseModel):
     @field_validator("interval", "timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
-        seconds = parse_duration(value)
-        if seconds <= 0:
-            raise ValueError(f"must be greater than zero (got {value!r})")
-        return seconds
+        return positive_duration(value)
 
     @field_serializer("interval", "timeout")
     def _dump_duration(self, seconds: float) -> str:
