@@ -40,15 +40,20 @@ class RedisCache:
         self._kept: dict[str, bytes] = {}  # digest of the last value kept aside per Redis key: kept once
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> Any:
-        name = self.key_prefix + key
+    def _read(self, name: str) -> bytes | None:
+        """The raw value under `name` (None when absent); CacheError when Redis cannot be reached."""
         try:
             raw = self._client.get(name)
         except self._errors as exc:
             raise CacheError(f"redis {self.url}: {exc}") from None
+        assert raw is None or isinstance(raw, bytes)
+        return raw
+
+    def get(self, key: str) -> Any:
+        name = self.key_prefix + key
+        raw = self._read(name)
         if raw is None:
             return None
-        assert isinstance(raw, bytes)
         try:
             decoded = loads(raw)
         except CorruptDataError as exc:
@@ -77,14 +82,9 @@ class RedisCache:
         with self._lock:
             raw = self._loaded.pop(key, None)
         if raw is None:
-            try:
-                current = self._client.get(name)
-            except self._errors as exc:
-                raise CacheError(f"redis {self.url}: {exc}") from None
-            if current is None:
+            raw = self._read(name)
+            if raw is None:
                 return None
-            assert isinstance(current, bytes)
-            raw = current
         side = self._keep(name, raw)
         log.warning("redis key %s %s; kept a copy in the list %s", name, reason, side)
         return side
