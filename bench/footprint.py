@@ -197,8 +197,8 @@ IMPORT_STEPS: list[tuple[str, str]] = [
     ("+ ssl, http.server, email (what prometheus_client imports)", "import ssl, http.server, email.utils"),
     ("+ prometheus_client", "import prometheus_client"),
     ("+ pydantic, yaml, click", "import pydantic, yaml, click"),
-    ("+ httpcore, certifi CA bundle loaded",
-     "import httpcore, certifi; ssl.create_default_context(cafile=certifi.where())"),
+    ("+ h11, certifi CA bundle loaded",
+     "import h11, certifi; ssl.create_default_context(cafile=certifi.where())"),
     ("+ all exporter modules (region_latency.app, config, probes)",
      "import region_latency.app, region_latency.cli, region_latency.resolve, region_latency.probes.tcp, "
      "region_latency.probes.https"),

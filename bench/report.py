@@ -24,6 +24,7 @@ SECTIONS: dict[str, str] = {
     "warmstart": "5. Warm start",
     "server": "6. HTTP server: ours against uvicorn",
     "scale": "7. Scale: 100 to 3,000 pairs in one process",
+    "probe_cpu": "8. Probe CPU: h11 alone against httpcore",
 }
 OWNED = {SUMMARY, *SECTIONS.values()}
 TITLE = "# Benchmarks"

@@ -176,16 +176,23 @@ class TrustedRanking:
     def evaluate(self, snapshot: TrackerSnapshot, regions: Sequence[str], now: float) -> Ranking:
         with self._lock:
             self._forget_others(regions)
-            states = {region: self._state(region, snapshot.regions.get(region), now) for region in regions}
-            index = {region: i for i, region in enumerate(regions)}
-            healthy = sorted((r for r in regions if states[r] is RegionState.HEALTHY),
-                             key=lambda r: (_ema(snapshot, r), index[r]))
-            leader = self._pick_leader(healthy, snapshot)
-            ranked = [leader, *(r for r in healthy if r != leader)] if leader is not None else []
-            entries = [_entry(snapshot, region, rank, RegionState.HEALTHY) for rank, region in enumerate(ranked, 1)]
+            # One pass: each region's state, grouped as (EMA or inf, position, region, stats) rows, which sort by
+            # EMA then configured order (the positions differ, so the comparison never reaches the rest).
+            groups: dict[RegionState, list[tuple[float, int, str, RegionStats | None]]] = {s: [] for s in RegionState}
+            stats_of = snapshot.regions
+            for i, region in enumerate(regions):
+                stats = stats_of.get(region)
+                ema = stats.ema if stats is not None and stats.ema is not None else math.inf
+                groups[self._state(region, stats, now)].append((ema, i, region, stats))
+            healthy = sorted(groups[RegionState.HEALTHY])
+            leader = self._pick_leader([row[2] for row in healthy], snapshot)
+            if leader is not None:
+                healthy.sort(key=lambda row: row[2] != leader)  # stable: the leader first, the rest by EMA
+            else:
+                healthy = []
+            entries = [_row_entry(row, rank, RegionState.HEALTHY) for rank, row in enumerate(healthy, 1)]
             for state in UNRANKED_ORDER:
-                group = sorted((r for r in regions if states[r] is state), key=lambda r: (_ema(snapshot, r), index[r]))
-                entries.extend(_entry(snapshot, region, None, state) for region in group)
+                entries.extend(_row_entry(row, None, state) for row in sorted(groups[state]))
             return Ranking(entries=tuple(entries))
 
     # -- states and ejection ------------------------------------------------------------------------------------
@@ -209,8 +216,12 @@ class TrustedRanking:
 
     def _ejected(self, region: str, stats: RegionStats, now: float) -> bool:
         """Update the region's ejection memory from its counters; True while it stays out of the ranking."""
-        ejection = self._ejections.setdefault(region, _Ejection())
         failed_out = stats.consecutive_failures >= self.settings.max_failures
+        ejection = self._ejections.get(region)
+        if ejection is None:  # never ejected: nothing to remember until it fails out
+            if not failed_out:
+                return False
+            ejection = self._ejections[region] = _Ejection()
         max_ejection = self.limits.max_ejection
         failed_at = stats.last_failure_at if stats.last_failure_at is not None else now
         if ejection.ejected_at is None:
@@ -277,8 +288,9 @@ def _ema(snapshot: TrackerSnapshot, region: str) -> float:
     return math.inf if stats is None or stats.ema is None else stats.ema
 
 
-def _entry(snapshot: TrackerSnapshot, region: str, rank: int | None, state: RegionState) -> RankedRegion:
-    stats = snapshot.regions.get(region)
+def _row_entry(row: tuple[float, int, str, RegionStats | None], rank: int | None, state: RegionState
+               ) -> RankedRegion:
+    _, _, region, stats = row
     if stats is None:
         return RankedRegion(region, rank, state, None, 0)
     return RankedRegion(region, rank, state, stats.ema, stats.samples)

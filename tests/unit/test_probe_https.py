@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpcore
 import pytest
 
 from region_latency.probes import ErrorKind, ProbeResult, Target, get_probe
@@ -221,7 +220,7 @@ def test_backend_sets_nodelay_and_options_before_connecting(
 
 def test_backend_never_resolves_names_inside_connect() -> None:
     backend = https_probe.DeadlineBackend(Deadline(2.0))
-    with pytest.raises(httpcore.ConnectError, match="not an IP address"):
+    with pytest.raises(https_probe.StreamError, match="not an IP address"):
         backend.connect_tcp("localhost", 443, 2.0)
     assert backend.stamps.connect is None
 
@@ -379,8 +378,8 @@ class _SlowSetupSocket(ssl.SSLSocket):
 
 def test_the_probes_tls_phase_is_the_socket_span_after_connect_not_the_clients_cpu(
         local_servers: ServerGroup) -> None:
-    """The probe reports the socket stamps' `tls` (ClientHello sent -> server flight arrived), not httpcore's
-    start_tls span, which also holds the client's own TLS set-up (here 150 ms of it); the span starts after the
+    """The probe reports the socket stamps' `tls` (ClientHello sent -> server flight arrived), not a span around
+    the whole TLS start, which also holds the client's own TLS set-up (here 150 ms of it); the span starts after the
     TCP handshake ended."""
     server = local_servers.https()
     context = ssl.create_default_context(cafile=local_servers.ca.ca_file)

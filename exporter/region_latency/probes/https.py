@@ -4,7 +4,7 @@ Phases: `dns` (resolved here, before connecting), `connect` (TCP handshake to th
 kernel's tcpi_rtt where it has one, else socket stamps; `ProbeResult.connect_timing` says which),
 `tls` (TLS handshake), `ttfb` (request handed to the kernel -> the response's first bytes arrived) and
 `total` (probe start -> response body read, body capped at 64 KiB). Phases are stamped around the
-socket calls themselves (SocketStamps); httpcore's trace events name the step a failure happened in.
+socket calls themselves (SocketStamps); the exchange names the step a failure happened in.
 
 The latency that feeds the tracker is `ttfb`: on an established connection it is one request round
 trip plus the server's think time, which is what a pooled SDK client (boto3 keeps connections alive)
@@ -13,12 +13,13 @@ pays on every call. `connect` and `tls` are paid once per connection and are exp
 endpoint address; a probe that had to connect sends a first request, then the measured one), `cold` ranks by
 a new connection's whole network cost, dns + connect + tls + ttfb (docs/PROBES.md, cold and warm).
 
-The request goes through httpcore (the engine under httpx), on a network
-backend that clamps every socket operation to what is left of the probe's deadline: httpx's own
-timeouts are per operation, so a server that trickles bytes or accepts and never answers could
-otherwise hold a probe for several timeouts. The backend makes its own sockets (TCP_NODELAY set before
-connecting) and runs its own TLS handshake loop, so `connect` covers the kernel connect alone and `tls` the
-handshake's network part (ClientHello sent -> the server's flight received), not the client's own TLS CPU.
+The request is HTTP/1.1 spoken by h11 (the protocol engine under httpcore and httpx) on a network layer
+that clamps every socket operation to what is left of the probe's deadline: per-operation timeouts alone
+would let a server that trickles bytes or accepts and never answers hold a probe for several timeouts.
+The layer makes its own sockets (TCP_NODELAY set before connecting) and runs its own TLS handshake loop,
+so `connect` covers the kernel connect alone and `tls` the handshake's network part (ClientHello sent ->
+the server's flight received), not the client's own TLS CPU. httpcore's connection and pool layers on top
+of h11 cost a third of a probe's CPU and did nothing the probe needs (bench/probe_cpu.py).
 
 Options (`HttpsOptions`, validated once when the configuration loads):
   path         request path and query (default: the URL's path, else "/")
@@ -49,7 +50,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Literal, TypeVar
 
 import certifi
-import httpcore
+import h11
 from pydantic import PrivateAttr, field_validator, model_validator
 
 from region_latency._version import __version__
@@ -74,7 +75,9 @@ from region_latency.probes.base import (
 MAX_BODY = 64 * 1024
 USER_AGENT = f"region-latency-exporter/{__version__}"
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
-_TIMEOUT_ERRORS = (httpcore.TimeoutException,)
+READ_SIZE = 64 * 1024
+MAX_HEADER_BYTES = 100 * 1024  # a response head larger than this is not HTTP the probe accepts (as httpcore)
+ALPN = ["http/1.1"]
 
 
 class HttpsOptions(TlsOptions):
@@ -124,6 +127,8 @@ class HttpsOptions(TlsOptions):
     @model_validator(mode="after")
     def _context(self) -> HttpsOptions:
         self._ssl_context = tls_context(self)
+        if self._ssl_context is not None:
+            self._ssl_context.set_alpn_protocols(ALPN)  # a user's context too, as an HTTP client would
         return self
 
     @property
@@ -186,7 +191,9 @@ def _ca_file_context(path: str) -> ssl.SSLContext:
 
 @functools.lru_cache(maxsize=1)
 def _default_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=certifi.where())
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.set_alpn_protocols(ALPN)
+    return context
 
 
 @functools.lru_cache(maxsize=1)
@@ -197,73 +204,110 @@ def _insecure_context() -> ssl.SSLContext:
     return context
 
 
-class PhaseTrace:
-    """The httpcore `trace` callback: a perf_counter stamp per event, and the step in progress."""
+class StreamError(Exception):
+    """A socket operation of the probe failed; `__cause__` is the OSError or SSLError behind it."""
+
+
+class StreamTimeoutError(StreamError):
+    """A socket operation of the probe ran out of the probe's deadline."""
+
+
+class Exchange:
+    """One HTTP/1.1 connection of a probe: h11 on a DeadlineStream. `step` names what it was doing (connecting,
+    the TLS handshake, sending the request, waiting for the response, reading the body), so a failure names
+    the step it happened in."""
 
     def __init__(self) -> None:
-        self.stamps: dict[str, float] = {}
-        self.started = "connect_tcp"  # the last step that started
-        self.failed: str | None = None  # the first step that failed (httpcore emits `<step>.failed`)
+        self.step = "connect_tcp"
+        self.stream: DeadlineStream | None = None
+        self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
 
-    def __call__(self, event: str, info: Mapping[str, Any]) -> None:
-        now = time.perf_counter()
-        name = event.rsplit(".", 2)
-        step, state = (name[-2], name[-1]) if len(name) >= 2 else (event, "")
-        self.stamps[f"{step}.{state}"] = now
-        if state == "started":
-            self.started = step
-        elif state == "failed" and self.failed is None:
-            self.failed = step
+    def connect(self, backend: DeadlineBackend, endpoint: Endpoint, address: str,
+                context: ssl.SSLContext | None) -> Exchange:
+        """Connect to `address` (and run the TLS handshake when `context` is given; SNI keeps the name)."""
+        self.step = "connect_tcp"
+        stream = backend.connect_tcp(address, endpoint.port)
+        if context is not None:
+            self.step = "start_tls"
+            stream = stream.start_tls(context, endpoint.host)  # SNI and the certificate check: the name (or IP)
+        self.stream = stream
+        return self
 
-    @property
-    def step(self) -> str:
-        """The step a failure happened in (names the phase in error details)."""
-        return self.failed or self.started
+    def request(self, method: str, target: str, headers: list[tuple[str, str]]) -> int:
+        """Send one request (no body) and read its response, the body up to MAX_BODY; the response's status."""
+        assert self.stream is not None
+        http, stream = self.http, self.stream
+        self.step = "send_request_headers"
+        stream.write(http.send(h11.Request(method=method, target=target, headers=headers))
+                     + (http.send(h11.EndOfMessage()) or b""))
+        self.step = "receive_response_headers"
+        status: int | None = None
+        received = 0
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                data = stream.read(READ_SIZE)
+                if not data and status is None:
+                    raise StreamError("server disconnected without sending a response")
+                http.receive_data(data)
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                self.step = "receive_response_body"
+            elif isinstance(event, h11.Data):
+                received += len(event.data)
+                if received >= MAX_BODY:  # enough for `total`; the connection cannot carry another request
+                    return status or 0
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return status or 0
+            # h11.InformationalResponse (1xx): the final response follows
 
-    def span(self, start: str, end: str) -> float | None:
-        if start in self.stamps and end in self.stamps:
-            return self.stamps[end] - self.stamps[start]
-        return None
+    def reusable(self) -> bool:
+        """Whether the connection can carry the next request (`measure: warm`): the last exchange finished on both
+        sides, neither asked to close, and nothing arrived while it was idle (a FIN, or bytes nobody asked for)."""
+        if self.stream is None or self.http.our_state is not h11.DONE or self.http.their_state is not h11.DONE:
+            return False
+        if self.stream.readable_now():
+            return False
+        self.http.start_next_cycle()
+        return True
 
-    def phases(self) -> dict[str, float]:
-        spans = {
-            "connect": self.span("connect_tcp.started", "connect_tcp.complete"),
-            "tls": self.span("start_tls.started", "start_tls.complete"),
-            "ttfb": self.span("send_request_headers.started", "receive_response_headers.complete"),
-        }
-        return {name: value for name, value in spans.items() if value is not None}
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
 
 
 def _request(
     endpoint: Endpoint, address: str, options: HttpsOptions, deadline: Deadline, phases: dict[str, float]
 ) -> ProbeResult:
-    """Send the request to `address` (Host header and SNI keep the endpoint's name) and time it."""
-    trace = PhaseTrace()
+    """Send the request to `address` (Host header and SNI keep the endpoint's name) on a new connection."""
     backend = DeadlineBackend(deadline)
-    connection = httpcore.HTTPConnection(
-        origin=httpcore.Origin(endpoint.scheme.encode(), address.encode(), endpoint.port),
-        ssl_context=_context_for(endpoint, options),
-        network_backend=backend,
-        retries=0,
-    )
-    url, headers, extensions = _request_parts(endpoint, address, options, deadline, trace)
+    exchange = Exchange()
     try:
-        with connection, connection.stream(options.method, url, headers=headers, extensions=extensions) as resp:
-            _read_some(resp)
-            status = resp.status
-    except httpcore.TimeoutException:
-        phases.update(trace.phases())
-        raise ProbeError(ErrorKind.TIMEOUT, _timeout_detail(trace.step, deadline)) from None
-    except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-        phases.update(trace.phases())
-        raise ProbeError(*_classify(exc, trace.step, deadline, options.ip_version is not None)) from None
-    phases.update(trace.phases())
-    phases.update(backend.stamps.phases())  # the socket stamps win where both exist
+        exchange.connect(backend, endpoint, address, _context_for(endpoint, options))
+        status = exchange.request(options.method, options.path or endpoint.path, _headers(endpoint, options))
+    except Exception as exc:
+        phases.update(backend.stamps.phases())
+        raise _probe_error(exc, exchange.step, deadline, options) from None
+    finally:
+        exchange.close()
+    phases.update(backend.stamps.phases())
     phases["total"] = deadline.elapsed()
     if "ttfb" not in phases:  # cannot happen with HTTP/1.1; guard rather than report a made-up number
-        raise ProbeError(ErrorKind.OTHER, "response arrived but the trace recorded no request timing")
+        raise ProbeError(ErrorKind.OTHER, "response arrived but no request timing was recorded")
     return ProbeResult(latency=phases["ttfb"], phases=MappingProxyType(phases), status=status, address=address,
                        tls_version=backend.stamps.tls_version, connect_timing=backend.stamps.connect_timing)
+
+
+def _probe_error(exc: Exception, step: str, deadline: Deadline, options: HttpsOptions) -> ProbeError:
+    """What one failed exchange means (a ProbeError passes through); anything else is a bug and propagates."""
+    if isinstance(exc, ProbeError):
+        return exc
+    if isinstance(exc, StreamTimeoutError):
+        return ProbeError(ErrorKind.TIMEOUT, _timeout_detail(step, deadline))
+    if isinstance(exc, StreamError | h11.ProtocolError | OSError):
+        return ProbeError(*_classify(exc, step, deadline, options.ip_version is not None))
+    raise exc
 
 
 def _context_for(endpoint: Endpoint, options: HttpsOptions) -> ssl.SSLContext | None:
@@ -272,20 +316,14 @@ def _context_for(endpoint: Endpoint, options: HttpsOptions) -> ssl.SSLContext | 
     return options.ssl_context or _default_context()
 
 
-def _request_parts(endpoint: Endpoint, address: str, options: HttpsOptions, deadline: Deadline, trace: PhaseTrace
-                   ) -> tuple[httpcore.URL, dict[bytes | str, bytes | str], dict[str, Any]]:
-    """The URL (to the address), headers (Host keeps the name) and httpcore extensions (SNI keeps the name) of
-    one request."""
-    url = httpcore.URL(
-        scheme=endpoint.scheme, host=address, port=endpoint.port, target=options.path or endpoint.path
-    )
-    extensions: dict[str, Any] = {"trace": trace, "timeout": _timeouts(deadline)}
-    if endpoint.scheme == "https" and not endpoint.host_is_ip:
-        extensions["sni_hostname"] = endpoint.host
-    headers: dict[bytes | str, bytes | str] = {"Host": endpoint.host_header(), "User-Agent": USER_AGENT,
-                                               "Accept": "*/*"}
-    headers.update(options.headers)
-    return url, headers, extensions
+def _headers(endpoint: Endpoint, options: HttpsOptions) -> list[tuple[str, str]]:
+    """The request's headers: Host keeps the endpoint's name (the request goes to an address); the target's own
+    `headers` replace the defaults of the same name."""
+    headers = {"host": ("Host", endpoint.host_header()), "user-agent": ("User-Agent", USER_AGENT),
+               "accept": ("Accept", "*/*")}
+    for name, value in options.headers.items():
+        headers[name.lower()] = (name, value)
+    return list(headers.values())
 
 
 # -- warm: a kept-alive connection per endpoint ------------------------------------------------------------
@@ -295,26 +333,27 @@ KEPT_IDLE_LIMIT = 600.0
 
 
 class KeptConnection:
-    """One endpoint's kept-alive connection (`measure: warm`): an httpcore pool of one connection on a backend
-    whose deadline and stamps are renewed for each probe. The pool drops a connection the server closed (it
-    reads as readable at EOF when idle) and opens a new one on the next request."""
+    """One endpoint's kept-alive connection (`measure: warm`), on a backend whose deadline and stamps are renewed
+    for each probe. A connection that cannot carry the next request (the server closed it: it reads as readable
+    at EOF when idle) is replaced by a new one on the next request."""
 
-    def __init__(self, context: ssl.SSLContext | None) -> None:
+    def __init__(self) -> None:
         self.backend = DeadlineBackend(Deadline(1.0))
-        self.pool = httpcore.ConnectionPool(ssl_context=context, max_connections=1, max_keepalive_connections=1,
-                                            retries=0, network_backend=self.backend)
+        self.exchange: Exchange | None = None
         self.lock = threading.Lock()
         self.used_at = time.monotonic()
 
     def close(self) -> None:
-        self.pool.close()
+        if self.exchange is not None:
+            self.exchange.close()
+            self.exchange = None
 
 
 _kept: dict[tuple[Any, ...], KeptConnection] = {}
 _kept_lock = threading.Lock()
 
 
-def _kept_connection(key: tuple[Any, ...], context: ssl.SSLContext | None) -> KeptConnection:
+def _kept_connection(key: tuple[Any, ...]) -> KeptConnection:
     """The kept connection for `key`, made when missing; connections idle past KEPT_IDLE_LIMIT are closed."""
     now = time.monotonic()
     with _kept_lock:
@@ -323,7 +362,7 @@ def _kept_connection(key: tuple[Any, ...], context: ssl.SSLContext | None) -> Ke
         closing = [_kept.pop(k) for k in idle]
         kept = _kept.get(key)
         if kept is None:
-            kept = _kept[key] = KeptConnection(context)
+            kept = _kept[key] = KeptConnection()
     for old in closing:
         old.close()
     return kept
@@ -350,28 +389,31 @@ def _warm_request(
     """
     context = _context_for(endpoint, options)
     key = (endpoint.scheme, address, endpoint.port, endpoint.host, id(context))
-    kept = _kept_connection(key, context)
+    kept = _kept_connection(key)
     if not kept.lock.acquire(timeout=max(deadline.remaining(), 0.001)):
         raise ProbeError(ErrorKind.TIMEOUT, _timeout_detail("connect_tcp", deadline))
     try:
         kept.used_at = time.monotonic()
         opened: SocketStamps | None = None
         broken = 0
+        headers = _headers(endpoint, options)
         while True:
             kept.backend.begin(deadline)
-            trace = PhaseTrace()
-            url, headers, extensions = _request_parts(endpoint, address, options, deadline, trace)
+            exchange = kept.exchange
             try:
-                with kept.pool.stream(options.method, url, headers=headers, extensions=extensions) as resp:
-                    _read_some(resp)
-                    status = resp.status
-            except httpcore.TimeoutException:
-                raise ProbeError(ErrorKind.TIMEOUT, _timeout_detail(trace.step, deadline)) from None
-            except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-                if kept.backend.stamps.connect is None and broken == 0 and not deadline.expired:
+                if exchange is None or not exchange.reusable():
+                    kept.close()
+                    exchange = kept.exchange = Exchange()
+                    exchange.connect(kept.backend, endpoint, address, context)
+                status = exchange.request(options.method, options.path or endpoint.path, headers)
+            except Exception as exc:
+                step = exchange.step if exchange is not None else "connect_tcp"
+                kept.close()
+                if (not isinstance(exc, StreamTimeoutError) and kept.backend.stamps.connect is None and broken == 0
+                        and not deadline.expired):
                     broken += 1  # a kept connection the server had closed: connect again
                     continue
-                raise ProbeError(*_classify(exc, trace.step, deadline, options.ip_version is not None)) from None
+                raise _probe_error(exc, step, deadline, options) from None
             stamps = kept.backend.stamps
             if stamps.connect is not None and opened is None:
                 opened = stamps  # a new connection: its first request is not a warm one
@@ -383,26 +425,12 @@ def _warm_request(
         phases.update({name: value for name, value in opened.phases().items() if name in ("connect", "tls")})
     measured = stamps.phases()
     if "ttfb" not in measured:
-        raise ProbeError(ErrorKind.OTHER, "response arrived but the trace recorded no request timing")
+        raise ProbeError(ErrorKind.OTHER, "response arrived but no request timing was recorded")
     phases["ttfb"] = measured["ttfb"]
     phases["total"] = deadline.elapsed()
     return ProbeResult(latency=phases["ttfb"], phases=MappingProxyType(phases), status=status, address=address,
                        tls_version=opened.tls_version if opened is not None else None,
                        connect_timing=opened.connect_timing if opened is not None else None)
-
-
-def _read_some(response: httpcore.Response) -> None:
-    """Read up to MAX_BODY bytes of the body, so `total` covers a small response's transfer."""
-    received = 0
-    for chunk in response.iter_stream():
-        received += len(chunk)
-        if received >= MAX_BODY:
-            break
-
-
-def _timeouts(deadline: Deadline) -> dict[str, float]:
-    budget = deadline.remaining()
-    return {"connect": budget, "read": budget, "write": budget, "pool": budget}
 
 
 def _timeout_detail(step: str, deadline: Deadline) -> str:
@@ -421,7 +449,7 @@ _STEP_NAMES = {
 
 def _classify(exc: BaseException, step: str, deadline: Deadline, family_asked: bool = False
               ) -> tuple[ErrorKind, str]:
-    """Map an httpcore/socket failure to an ErrorKind, using the cause and the step it happened in.
+    """Map a socket or HTTP failure to an ErrorKind, using the cause and the step it happened in.
     `family_asked`: the target asked for an address family (`ip_version`): a connect error saying this host cannot
     use it is `ip_family_unavailable`."""
     cause = exc.__cause__ or exc.__context__ or exc
@@ -437,7 +465,7 @@ def _classify(exc: BaseException, step: str, deadline: Deadline, family_asked: b
         if isinstance(cause, ConnectionRefusedError | ConnectionResetError):
             return ErrorKind.REFUSED, f"{where}: {describe(cause)}"
         return ErrorKind.CONNECTION, f"{where}: {describe(cause)}"
-    if isinstance(exc, httpcore.RemoteProtocolError) and "disconnected" not in str(exc).lower():
+    if isinstance(exc, h11.ProtocolError):  # the server's bytes are not HTTP/1.1
         return ErrorKind.HTTP, f"not a valid HTTP response: {describe(exc)}"
     return ErrorKind.CONNECTION, f"{where}: {describe(cause)}"
 
@@ -451,10 +479,10 @@ def _ssl_reason(exc: BaseException) -> str:
 
 
 class SocketStamps:
-    """perf_counter stamps taken right at the socket calls, tighter than httpcore's trace events.
+    """perf_counter stamps taken right at the socket calls.
 
-    The trace events also time httpcore's own work (h11 request encoding, response header parsing,
-    event dispatch); stamping the socket calls keeps that Python overhead out of the phases, as
+    Stamps around the HTTP client's steps would also time its own work (request encoding, response header
+    parsing, event dispatch); stamping the socket calls keeps that Python overhead out of the phases, as
     blackbox_exporter's httptrace hooks do. See bench/BENCHMARKS.md (accuracy).
     """
 
@@ -495,11 +523,11 @@ class ProbeWindow:
         self.stamps = stamps or SocketStamps()
 
 
-class DeadlineBackend(httpcore.NetworkBackend):
-    """A sync network backend whose every socket operation gets only what is left of the probe's deadline.
+class DeadlineBackend:
+    """Makes the probe's connections; every socket operation on them gets only what is left of the deadline.
 
-    It makes its own sockets (rather than httpcore's SyncBackend, whose `socket.create_connection` also runs
-    getaddrinfo and the socket set-up inside the connect) so that the `connect` stamp covers the kernel's
+    It makes its own sockets (rather than `socket.create_connection`, which also runs getaddrinfo and the
+    socket set-up inside the connect) so that the `connect` stamp covers the kernel's
     connect alone, SYN -> SYN-ACK, and its own TLS handshake loop so that the `tls` stamp covers the
     handshake's network part alone and every wait in it is bounded by the deadline.
     """
@@ -527,17 +555,17 @@ class DeadlineBackend(httpcore.NetworkBackend):
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
+    ) -> DeadlineStream:
         """Connect to `host` (an IP address: the probe resolves names itself, as its own `dns` phase).
 
         Socket, TCP_NODELAY, options and source address are set up first; the stamp covers only the
         handshake on the wire: SYN handed to the kernel -> the wake-up at which it completed (`timed_connect`).
         """
-        budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
+        budget = _budget(self._deadline, timeout)
         try:  # numeric only: a name here would be a DNS lookup hidden in `connect` and outside the deadline
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
         except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"not an IP address: {host!r} ({describe(exc)})") from exc
+            raise StreamError(f"not an IP address: {host!r} ({describe(exc)})") from exc
         family, kind, proto, _, sockaddr = infos[0]
         sock = socket.socket(family, kind, proto)
         try:
@@ -549,19 +577,17 @@ class DeadlineBackend(httpcore.NetworkBackend):
             span = timed_connect(sock, sockaddr, budget)
         except TimeoutError as exc:
             sock.close()
-            raise httpcore.ConnectTimeout(f"connect did not finish within {budget:.3g}s") from exc
+            raise StreamTimeoutError(f"connect did not finish within {budget:.3g}s") from exc
         except OSError as exc:
             sock.close()
-            raise httpcore.ConnectError(describe(exc)) from exc
+            raise StreamError(describe(exc)) from exc
         self.stamps.connect = (span.started, span.ended)
         self.stamps.connect_kernel = span.kernel
         return DeadlineStream(sock, self.window)
 
-    def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self._deadline.remaining()))
 
 
-class DeadlineStream(httpcore.NetworkStream):
+class DeadlineStream:
     """A socket (plain, then TLS) whose reads, writes and TLS handshake never outlive the deadline."""
 
     def __init__(self, sock: socket.socket, deadline: Deadline | ProbeWindow, stamps: SocketStamps | None = None
@@ -578,16 +604,16 @@ class DeadlineStream(httpcore.NetworkStream):
         return self._window.stamps
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        budget = _budget(self._deadline, timeout, httpcore.ReadTimeout)
+        budget = _budget(self._deadline, timeout)
         if self._stamps.first_read is None and self._stamps.first_write is not None:
             return self._first_response_read(max_bytes, budget)
         try:
             self._sock.settimeout(budget)
             return self._sock.recv(max_bytes)
         except TimeoutError as exc:
-            raise httpcore.ReadTimeout(describe(exc)) from exc
+            raise StreamTimeoutError(describe(exc)) from exc
         except OSError as exc:
-            raise httpcore.ReadError(describe(exc)) from exc
+            raise StreamError(describe(exc)) from exc
 
     def _first_response_read(self, max_bytes: int, budget: float) -> bytes:
         """The read that ends `ttfb`, in a loop of our own so that the stamp is the wake-up at which the response's
@@ -597,9 +623,9 @@ class DeadlineStream(httpcore.NetworkStream):
         sock.setblocking(False)
         try:
             data, _, arrived = _run_waiting(lambda: sock.recv(max_bytes), sock, time.perf_counter() + budget,
-                                            httpcore.ReadTimeout, "no response before the deadline")
+                                            "no response before the deadline")
         except OSError as exc:
-            raise httpcore.ReadError(describe(exc)) from exc
+            raise StreamError(describe(exc)) from exc
         if data:
             self._stamps.first_read = time.perf_counter() if arrived is None else arrived
         return data
@@ -610,36 +636,36 @@ class DeadlineStream(httpcore.NetworkStream):
         view = memoryview(buffer)
         try:
             while view:
-                self._sock.settimeout(_budget(self._deadline, timeout, httpcore.WriteTimeout))
+                self._sock.settimeout(_budget(self._deadline, timeout))
                 view = view[self._sock.send(view):]
                 if self._stamps.first_write is None:  # the request's first bytes are the kernel's now
                     self._stamps.first_write = time.perf_counter()
         except TimeoutError as exc:
-            raise httpcore.WriteTimeout(describe(exc)) from exc
+            raise StreamTimeoutError(describe(exc)) from exc
         except OSError as exc:
-            raise httpcore.WriteError(describe(exc)) from exc
+            raise StreamError(describe(exc)) from exc
 
     def close(self) -> None:
         self._sock.close()
 
     def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
+    ) -> DeadlineStream:
         """Wrap the socket, then drive `do_handshake()` non-blocking, each wait bounded by the deadline.
 
         The `tls` stamp spans the handshake's network part: ClientHello handed to the kernel -> the server's
         last handshake flight arrived (see `_handshake`); neither the SSLSocket's construction nor the client's
         own handshake CPU is in it.
         """
-        budget = _budget(self._deadline, timeout, httpcore.ConnectTimeout)
+        budget = _budget(self._deadline, timeout)
         if isinstance(self._sock, ssl.SSLSocket):  # TLS in TLS (HTTPS proxies): never asked by this probe
-            raise httpcore.ConnectError("TLS over TLS is not supported")
+            raise StreamError("TLS over TLS is not supported")
         until = time.perf_counter() + budget
         try:
             tls = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname, do_handshake_on_connect=False)
         except (OSError, ValueError) as exc:
             self._sock.close()
-            raise httpcore.ConnectError(describe(exc)) from exc
+            raise StreamError(describe(exc)) from exc
         try:
             self._stamps.tls = _handshake(tls, until)
             self._stamps.tls_version = tls.version()
@@ -649,7 +675,7 @@ class DeadlineStream(httpcore.NetworkStream):
         return DeadlineStream(tls, self._window)
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "ssl_object":  # httpcore asks it for the ALPN protocol; SSLSocket answers like SSLObject
+        if info == "ssl_object":
             return self._sock if isinstance(self._sock, ssl.SSLSocket) else None
         if info == "socket":
             return self._sock
@@ -658,10 +684,14 @@ class DeadlineStream(httpcore.NetworkStream):
         if info == "server_addr":
             return self._sock.getpeername()
         if info == "is_readable":
-            poller = select.poll()
-            poller.register(self._sock, select.POLLIN)
-            return bool(poller.poll(0))
+            return self.readable_now()
         return None
+
+    def readable_now(self) -> bool:
+        """Whether bytes (or the peer's FIN) are waiting: an idle kept connection is then not reusable."""
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        return bool(poller.poll(0))
 
 
 def _handshake(tls: ssl.SSLSocket, until: float) -> tuple[float, float]:
@@ -678,10 +708,10 @@ def _handshake(tls: ssl.SSLSocket, until: float) -> tuple[float, float]:
     tls.setblocking(False)
     started = time.perf_counter()
     try:
-        _, sent, arrived = _run_waiting(tls.do_handshake, tls, until, httpcore.ConnectTimeout,
+        _, sent, arrived = _run_waiting(tls.do_handshake, tls, until,
                                         "TLS handshake did not finish before the deadline")
     except OSError as exc:  # ssl.SSLError is an OSError
-        raise httpcore.ConnectError(describe(exc)) from exc
+        raise StreamError(describe(exc)) from exc
     done = time.perf_counter()
     return (started if sent is None else sent), (done if arrived is None else arrived)
 
@@ -689,10 +719,10 @@ def _handshake(tls: ssl.SSLSocket, until: float) -> tuple[float, float]:
 _T = TypeVar("_T")
 
 
-def _run_waiting(call: Callable[[], _T], sock: socket.socket, until: float, timeout: type[Exception],
-                 message: str) -> tuple[_T, float | None, float | None]:
+def _run_waiting(call: Callable[[], _T], sock: socket.socket, until: float, message: str
+                 ) -> tuple[_T, float | None, float | None]:
     """Call `call` (an operation on the non-blocking `sock`) until it completes, polling for what it waits for
-    and never past `until` (perf_counter; then `timeout(message)`). Returns its result, when it first had to
+    and never past `until` (perf_counter; then StreamTimeoutError(message)). Returns its result, when it first had to
     wait for data (what it wrote is the kernel's by then), and the last wake-up for data before it completed."""
     poller = select.poll()
     poller.register(sock, select.POLLIN)
@@ -709,17 +739,17 @@ def _run_waiting(call: Callable[[], _T], sock: socket.socket, until: float, time
             events = select.POLLOUT
         left = until - time.perf_counter()
         if left <= 0:
-            raise timeout(message)
+            raise StreamTimeoutError(message)
         poller.modify(sock, events)
         if not poller.poll(math.ceil(left * 1000)):
-            raise timeout(message)
+            raise StreamTimeoutError(message)
         if events == select.POLLIN:
             last_wake = time.perf_counter()
 
 
-def _budget(deadline: Deadline, timeout: float | None, expired: type[Exception]) -> float:
-    """min(timeout, time left); raises `expired` at 0, since a socket timeout of 0 means non-blocking."""
+def _budget(deadline: Deadline, timeout: float | None) -> float:
+    """min(timeout, time left); StreamTimeoutError at 0, since a socket timeout of 0 means non-blocking."""
     left = deadline.remaining()
     if left <= 0:
-        raise expired("probe deadline passed")
+        raise StreamTimeoutError("probe deadline passed")
     return left if timeout is None else min(timeout, left)
