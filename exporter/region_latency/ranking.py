@@ -179,11 +179,21 @@ class TrustedRanking:
             # One pass: each region's state, grouped as (EMA or inf, position, region, stats) rows, which sort by
             # EMA then configured order (the positions differ, so the comparison never reaches the rest).
             groups: dict[RegionState, list[tuple[float, int, str, RegionStats | None]]] = {s: [] for s in RegionState}
-            stats_of = snapshot.regions
+            healthy_rows = groups[RegionState.HEALTHY]
+            stats_of, ejections = snapshot.regions, self._ejections
+            max_failures, min_samples, ttl = self.settings.max_failures, self.settings.min_samples, self.limits.ttl
             for i, region in enumerate(regions):
                 stats = stats_of.get(region)
-                ema = stats.ema if stats is not None and stats.ema is not None else math.inf
-                groups[self._state(region, stats, now)].append((ema, i, region, stats))
+                if stats is None:
+                    groups[RegionState.UNMEASURED].append((math.inf, i, region, None))
+                    continue
+                ema = stats.ema
+                if (ema is not None and region not in ejections and stats.consecutive_failures < max_failures
+                        and stats.samples >= min_samples and stats.last_sample_at is not None
+                        and now - stats.last_sample_at <= ttl):  # _state's healthy case, without the calls
+                    healthy_rows.append((ema, i, region, stats))
+                else:
+                    groups[self._state(region, stats, now)].append((math.inf if ema is None else ema, i, region, stats))
             healthy = sorted(groups[RegionState.HEALTHY])
             leader = self._pick_leader([row[2] for row in healthy], snapshot)
             if leader is not None:
@@ -198,6 +208,8 @@ class TrustedRanking:
     # -- states and ejection ------------------------------------------------------------------------------------
 
     def _forget_others(self, regions: Sequence[str]) -> None:
+        if not self._ejections:
+            return
         keep = set(regions)
         for region in [r for r in self._ejections if r not in keep]:
             del self._ejections[region]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import math
 import os
@@ -220,8 +221,20 @@ class Endpoint:
 def parse_endpoint(url: str, port: object = None) -> Endpoint:
     """Split `scheme://host[:port][/path]` (or bare `host:port`); ValueError says what is wrong.
 
-    `port` (e.g. from Target.options) overrides the URL's port.
+    `port` (e.g. from Target.options) overrides the URL's port. Answers are cached: every probe of a target asks
+    for the same URL and port, every round.
     """
+    if isinstance(url, str) and (port is None or type(port) is int):
+        return _parse_endpoint_cached(url, port)
+    return _parse_endpoint(url, port)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_endpoint_cached(url: str, port: int | None) -> Endpoint:
+    return _parse_endpoint(url, port)
+
+
+def _parse_endpoint(url: object, port: object) -> Endpoint:
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"endpoint URL must be a non-empty string, got {url!r}")
     parsed = urlsplit(url if "://" in url else f"tcp://{url}")
@@ -251,11 +264,16 @@ def check_port(port: object) -> int:
 
 
 def is_ip_address(host: str) -> bool:
+    return ip_version_of(host) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def ip_version_of(host: str) -> int | None:
+    """4 or 6 for an IP address literal, None for a name (cached: probes ask it for the same hosts every round)."""
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host).version
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def check_ip_version(value: object) -> int | None:
@@ -345,11 +363,11 @@ def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | N
     FAMILY_UNAVAILABLE).
     """
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(ip_version or 0, socket.AF_UNSPEC)
-    if is_ip_address(host):
-        ip = ipaddress.ip_address(host)
-        if ip_version is not None and ip.version != ip_version:
+    literal = ip_version_of(host)
+    if literal is not None:
+        if ip_version is not None and literal != ip_version:
             raise ProbeError(ErrorKind.FAMILY_UNAVAILABLE, f"{host} is not an IPv{ip_version} address")
-        return AddressLookup(host, socket.AF_INET6 if ip.version == 6 else socket.AF_INET, None)
+        return AddressLookup(host, socket.AF_INET6 if literal == 6 else socket.AF_INET, None)
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
