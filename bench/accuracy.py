@@ -85,18 +85,21 @@ def count_handshake_cpu() -> list[float]:
     return seconds
 
 
-def count_connect_stamps() -> list[tuple[float, bool]]:
+def count_connect_stamps() -> list[dict[str, Any]]:
     """Wrap the probes' `timed_connect` to add each handshake's stamped span (and whether the kernel timed it) to
-    the returned list: the stamps the connect phase used before tcpi_rtt, taken on the same handshake."""
+    the returned list: the stamps the connect phase used before tcpi_rtt, taken on the same handshake. Its start
+    stamp (perf_counter, CLOCK_MONOTONIC) and the socket's addresses find the handshake in the delay line's log."""
     from region_latency.probes import https as https_module
     from region_latency.probes import tcp as tcp_module
 
-    spans: list[tuple[float, bool]] = []
+    spans: list[dict[str, Any]] = []
     inner = vars(tcp_module)["timed_connect"]
 
     def measured(sock: Any, address: Any, budget: float) -> Any:
         span = inner(sock, address, budget)
-        spans.append((span.stamped, span.kernel is not None))
+        spans.append({"connect_stamps": span.stamped, "connect_kernel": float(span.kernel is not None),
+                      "connect_started": span.started, "connect_port": sock.getsockname()[1],
+                      "connect_peer": sock.getpeername()[0]})
         return span
 
     vars(tcp_module)["timed_connect"] = measured
@@ -116,13 +119,13 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
     target = Target("bedrock-runtime", payload["region"], payload["url"], options)
     bb_target = blackbox.tcp_target(payload["address"]) if kind == "tcp" else payload["url"]
     module = blackbox.TCP_MODULE if kind == "tcp" else blackbox.HTTPS_MODULE
-    rounds: dict[str, list[dict[str, float]]] = {"ours": [], "blackbox": []}
+    rounds: dict[str, list[dict[str, Any]]] = {"ours": [], "blackbox": []}
     failures = {"ours": 0, "blackbox": 0}
 
     handshake_cpu = count_handshake_cpu() if kind == "https" else []
     connect_stamps = count_connect_stamps()
 
-    def run_ours() -> dict[str, float] | None:
+    def run_ours() -> dict[str, Any] | None:
         handshake_cpu.clear()
         connect_stamps.clear()
         result = ours(target, 5.0)
@@ -130,14 +133,14 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
             return None
         extra = {"tls_cpu": handshake_cpu[-1]} if handshake_cpu else {}
         if connect_stamps:
-            extra |= {"connect_stamps": connect_stamps[-1][0], "connect_kernel": float(connect_stamps[-1][1])}
+            extra |= connect_stamps[-1]
         return dict(result.phases) | extra
 
     def run_blackbox() -> dict[str, float] | None:
         values, _ = blackbox.probe(payload["bb_port"], bb_target, module)
         return values if values.get("probe_success") == 1.0 else None
 
-    runners: dict[str, Callable[[], dict[str, float] | None]] = {"ours": run_ours, "blackbox": run_blackbox}
+    runners: dict[str, Callable[[], dict[str, Any] | None]] = {"ours": run_ours, "blackbox": run_blackbox}
     for runner in runners.values():  # warm-up: imports, SSL contexts, blackbox's first connection
         for _ in range(WARMUP):
             runner()
@@ -202,6 +205,7 @@ def run(n: int = PROBES, rtts: Sequence[float] = RTTS) -> BenchResult:
                 for who, count in part["failures"].items():
                     merged["failures"][who] = merged["failures"].get(who, 0) + count
         line_stats = sim.stats()
+        raw["handshakes"] = sim.handshakes()
         bb_version = blackbox.version()
     finally:
         if box is not None:
@@ -210,8 +214,34 @@ def run(n: int = PROBES, rtts: Sequence[float] = RTTS) -> BenchResult:
     return report(raw, rtts, n, line_stats, bb_version, time.monotonic() - started)
 
 
-def errors(rounds: list[dict[str, float]], key: str, truth: float) -> list[float]:
+def errors(rounds: list[dict[str, Any]], key: str, truth: float) -> list[float]:
     return [r[key] - truth for r in rounds if key in r]
+
+
+def match_handshakes(raw: dict[str, Any]) -> None:
+    """Give each of our connects the round trip the delay line really gave its handshake: from our stamp before
+    connect() (the SYN handed to the kernel) to the line handing the SYN-ACK to our kernel (`delivered`), and when
+    the line read our SYN (`syn_read`, its own wake-up: part of the path, not of any probe's error)."""
+    log: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for address, port, syn, synack in raw.get("handshakes", []):
+        log.setdefault((address, port), []).append((syn, synack))
+    for kind in ("tcp", "https"):
+        for data in raw.get(kind, {}).values():
+            for r in data["rounds"]["ours"]:
+                if "connect_port" not in r:
+                    continue
+                started = r["connect_started"]
+                later = [(syn, synack) for syn, synack in log.get((r["connect_peer"], r["connect_port"]), [])
+                         if syn >= started and synack > syn]
+                if later:
+                    syn, synack = min(later)
+                    if syn - started < 1.0:  # the same handshake, not a later one on a reused port
+                        r["delivered"], r["syn_read"] = synack - started, syn - started
+
+
+def delivered_errors(rounds: list[dict[str, Any]], key: str) -> list[float]:
+    """`key` minus the round trip the line delivered, over the kernel-timed connects matched in its log."""
+    return [r[key] - r["delivered"] for r in rounds if key in r and "delivered" in r and r.get("connect_kernel")]
 
 
 def _why(key: str, ours: float, theirs: float) -> str:
@@ -223,7 +253,9 @@ def _why(key: str, ours: float, theirs: float) -> str:
 
 def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, bb_version: str,
            seconds: float) -> BenchResult:
+    match_handshakes(raw)
     rows = []
+    line_rows = []
     summary: dict[str, Any] = {}
     compared: dict[str, list[tuple[float, bool, float, float, float]]] = {}
     halved: dict[str, list[tuple[float, bool, float, float, float]]] = {}  # kernel vs stamps, per connect
@@ -245,7 +277,20 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
                 # the same handshake on both clocks: what the kernel's timing leaves out (our wake-up)
                 paired = [r["connect_stamps"] - r["connect"] for r in ours_rounds
                           if "connect_stamps" in r and r.get("connect_kernel")]
-                half_ok = abs(m_ours) <= KERNEL_GOAL * abs(m_st) if e_st else None
+                d_kernel, d_stamps = delivered_errors(ours_rounds, "connect"), delivered_errors(ours_rounds,
+                                                                                          "connect_stamps")
+                if e_st and d_kernel:
+                    # the goal is judged on the round trip the line delivered: its own floor is no probe's error
+                    half_ok: bool | None = abs(median(d_kernel)) <= KERNEL_GOAL * abs(median(d_stamps))
+                    floor = [r["delivered"] - truth for r in ours_rounds if "delivered" in r]
+                    syn_wait = [r["syn_read"] for r in ours_rounds if "syn_read" in r]
+                    line_rows.append([kind, f"{rtt * 1e3:g}", f"{len(d_kernel)}/{len(ours_rounds)}",
+                                      ms(median(floor)), ms(median(syn_wait)), ms(median(d_kernel)),
+                                      ms(percentile(d_kernel, 90)), ms(median(d_stamps)),
+                                      ms(percentile(d_stamps, 90)), ms(m_bb),
+                                      "**PASS**" if half_ok else "**MISS**"])
+                else:
+                    half_ok = abs(m_ours) <= KERNEL_GOAL * abs(m_st) if e_st else None
                 rows.append([kind, f"{rtt * 1e3:g}", label, ms(m_ours), ms(percentile(e_ours, 90)),
                              ms(m_st) if e_st else "-", ms(percentile(e_st, 90)) if e_st else "-",
                              f"{kernel_share:.0%}" if kernel_share is not None else "-",
@@ -260,11 +305,15 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
                     "tls_client_cpu_median": median(cpu) if cpu else None,
                     "stamps_median": m_st if e_st else None, "stamps_p90": percentile(e_st, 90) if e_st else None,
                     "kernel_timed_share": kernel_share,
-                    "stamps_minus_kernel_median": median(paired) if paired else None}
+                    "stamps_minus_kernel_median": median(paired) if paired else None,
+                    "kernel_vs_delivered_median": median(d_kernel) if d_kernel else None,
+                    "stamps_vs_delivered_median": median(d_stamps) if d_stamps else None}
                 if not informational:
                     compared.setdefault(f"{kind} {label}", []).append((rtt, ok, m_ours, m_bb, m_st))
                 if half_ok is not None:
-                    halved.setdefault(f"{kind} {label}", []).append((rtt, half_ok, m_ours, m_bb, m_st))
+                    kernel_err, stamps_err = ((median(d_kernel), median(d_stamps)) if e_st and d_kernel
+                                              else (m_ours, m_st))
+                    halved.setdefault(f"{kind} {label}", []).append((rtt, half_ok, kernel_err, m_bb, stamps_err))
             if any(data["failures"].values()):
                 summary[f"{kind}.failures.{rtt:g}"] = data["failures"]
     goals = []
@@ -281,7 +330,8 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
         shown = misses or [max(results, key=lambda r: abs(r[2]) / max(abs(r[4]), 1e-9))]  # else the closest
         text = "; ".join(f"RTT {rtt * 1e3:g}: tcpi_rtt {ms(mo)} vs stamps {ms(mst)}" for rtt, _, mo, _, mst in shown)
         goals.append(Goal(what=f"accuracy, {key}: kernel-timed (tcpi_rtt) vs stamps",
-                          goal="median error ≤ half the stamps' at every RTT (same handshakes)",
+                          goal="median error ≤ half the stamps' at every RTT (same handshakes, against the round "
+                               "trip the delay line delivered)",
                           measured=f"{'miss at' if misses else 'closest at'} {text} (ms)", passed=not misses))
     lateness = (f"Delay line during the run: {line_stats.forwarded} packets, release lateness p50 "
                 f"{ms(line_stats.lateness_p50 or 0)} ms, p99 {ms(line_stats.lateness_p99 or 0)} ms, max "
@@ -321,6 +371,22 @@ def report(raw: dict[str, Any], rtts: Sequence[float], n: int, line_stats: Any, 
         "gotConn -> first response byte read). The last column is our client's CPU time "
         "(thread time) in the whole handshake loop, which our `tls` leaves out (docs/PROBES.md, TLS handshake "
         "cost); the server's handshake CPU is in both contenders' errors.",
+        "",
+        "**Connect against the round trip the delay line delivered.** The table above takes the configured RTT as "
+        "the truth, so every contender's error also holds the delay line's own wake-ups (it starts a packet's "
+        "delay when it has read it, and reading waits for a user-space wake-up). The line logs every handshake it "
+        "carries: when it read our SYN and when it handed the SYN-ACK to our kernel, on the clock our stamps use "
+        "(CLOCK_MONOTONIC). Matched to our connects by address, port and time, that gives each handshake's real "
+        "round trip through the line, from our stamp before connect() to the SYN-ACK handed over (`delivered`): "
+        "the truth here. `line floor` is delivered minus the configured RTT (the line's wake-ups, in every "
+        "contender's numbers above alike); `SYN read after` is when the line read our SYN (its input wake-up, "
+        "plus our connect() call). Blackbox's sockets are not ours to match, so its column is still against the "
+        "configured RTT. The tcpi_rtt ≤ ½ stamps goal is judged on this table.",
+        "",
+        md_table(["probe", "RTT ms", "matched", "line floor median", "SYN read after median",
+                  "tcpi_rtt - delivered median", "p90", "stamps - delivered median", "p90",
+                  "blackbox (configured RTT) median", "tcpi_rtt ≤ ½ stamps"], line_rows) if line_rows
+        else "(no handshake log: the delay line did not answer `handshakes`)",
     ])
     return BenchResult(key="accuracy", title=SECTIONS["accuracy"], body=body, goals=goals, seconds=seconds,
                        raw={"summary": summary, "raw": raw})

@@ -59,10 +59,15 @@ def test_region_addresses_stay_in_the_benchmarking_range() -> None:
     assert region_address(254) == "198.19.1.1"
 
 
-def ipv4(src: str, dst: str, payload: bytes = b"") -> bytes:
-    """A minimal IPv4 header (the delay line reads only version and addresses)."""
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, 17, 0,
+def ipv4(src: str, dst: str, payload: bytes = b"", proto: int = 17) -> bytes:
+    """A minimal IPv4 header (the delay line reads version, protocol and addresses)."""
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0,
                        socket.inet_aton(src), socket.inet_aton(dst)) + payload
+
+
+def tcp(src: str, sport: int, dst: str, dport: int, flags: int) -> bytes:
+    """An IPv4 packet with a bare TCP header: ports and flags are all the delay line's handshake log reads."""
+    return ipv4(src, dst, struct.pack("!HHIIBBHHH", sport, dport, 0, 0, 5 << 4, flags, 65535, 0, 0), proto=6)
 
 
 @dataclass
@@ -136,3 +141,27 @@ def test_loss_and_unknown_destinations_drop(line: Line) -> None:
     stats = line.line.stats()  # racy in principle, but the loop is idle by now
     assert stats["lost"] == 1 and stats["unrouted"] == 2 and stats["forwarded"] == 0
     assert stats["regions"]["fast"]["lost"] == 1
+
+
+def test_the_line_logs_each_handshake_it_carries(line: Line) -> None:
+    """SYN read -> SYN-ACK handed to the client, keyed by region address and client port: the round trip the line
+    really gave a handshake, on the clock a client's perf_counter stamps use."""
+    syn, synack, ack = 0x02, 0x12, 0x10
+    started = time.perf_counter()
+    line.client.send(tcp(CLIENT, 40001, "198.19.0.1", 443, syn))
+    line.client.send(tcp(CLIENT, 40002, "198.19.0.1", 443, ack))  # not a handshake's start
+    line.client.send(ipv4(CLIENT, "198.19.0.1", b"udp"))
+    for _ in range(3):
+        line.recv(line.regions)
+    line.regions.send(tcp("198.19.0.1", 443, CLIENT, 40001, synack))
+    line.regions.send(tcp("198.19.0.1", 443, CLIENT, 40001, synack))  # a retransmitted SYN-ACK: the first counts
+    line.recv(line.client)
+    line.recv(line.client)
+    ended = time.perf_counter()
+    logged = line.line.handshakes(reset=True)
+    assert len(logged) == 1
+    address, port, syn_read, handed = logged[0]
+    assert (address, port) == ("198.19.0.1", 40001)
+    assert started <= syn_read < handed <= ended
+    assert 0.039 <= handed - syn_read < 0.040 + 0.5
+    assert line.line.handshakes() == []

@@ -8,7 +8,13 @@ GIL either.
 
 Direction: packets read from the client TUN go to the regions TUN after the destination region's upstream delay
 (rtt/2, keyed by destination address); packets read from the regions TUN go back after the source region's
-downstream delay (rtt - rtt/2, keyed by source address). A TCP handshake therefore takes exactly one RTT.
+downstream delay (rtt - rtt/2, keyed by source address). A TCP handshake therefore takes one RTT plus the line's
+own wake-ups (it starts a packet's delay when it has read it).
+
+The line also logs every TCP handshake it carries (`handshakes()`): when it read the client's SYN and when it
+handed the SYN-ACK to the client's kernel, on CLOCK_MONOTONIC (Python's perf_counter and monotonic in every
+process). With the client's own stamp before connect() that is the round trip the packets really took, line
+wake-ups included: the truth a client's connect timing is checked against (bench/accuracy.py).
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ SPIN_NS = 300_000
 IDLE_TIMEOUT = 0.2
 READ_BATCH = 64
 LATENESS_SAMPLES = 1 << 16
+HANDSHAKES_KEPT = 1 << 16  # the handshake log keeps this many (oldest dropped first)
+TCP = 6
+SYN, ACK = 0x02, 0x10
 
 
 @dataclass(slots=True)
@@ -74,6 +83,8 @@ class DelayLine:
         self._overflow = 0
         self._write_errors = 0
         self._max_queued = 0
+        # (region address, client port) -> [(SYN read ns, SYN-ACK handed over ns or 0), ...]
+        self._handshakes: dict[tuple[bytes, int], list[list[int]]] = {}
 
     def set_region(self, address: str, spec: RegionSpec, name: str = "") -> None:
         """Add a region or change its path; packets already queued keep their release time (like a real link)."""
@@ -159,6 +170,8 @@ class DelayLine:
             path.packets += 1
             self._seq += 1
             heapq.heappush(heap, (release, self._seq, out_fd, pkt))
+            if upstream and pkt[9] == TCP:
+                self._log_syn(pkt, now)
         self._max_queued = max(self._max_queued, len(heap))
 
     def _release(self, mono: Callable[[], int]) -> None:
@@ -170,6 +183,8 @@ class DelayLine:
             if heap[0][0] > now:
                 return
             release, _, out_fd, pkt = heapq.heappop(heap)
+            if out_fd == self._client_fd and pkt[9] == TCP:
+                self._log_synack(pkt, now)
             try:
                 os.write(out_fd, pkt)
             except OSError:
@@ -178,6 +193,35 @@ class DelayLine:
             lateness[self._late_count & mask] = now - release
             self._late_count += 1
             self._forwarded += 1
+
+    def _log_syn(self, pkt: bytes, now: int) -> None:
+        """A client's SYN (not SYN-ACK) read now: a handshake starts, keyed by (region address, client port)."""
+        tcp = (pkt[0] & 0x0F) * 4
+        if len(pkt) < tcp + 14 or pkt[tcp + 13] & (SYN | ACK) != SYN:
+            return
+        key = (pkt[16:20], int.from_bytes(pkt[tcp:tcp + 2], "big"))
+        log = self._handshakes
+        if len(log) >= HANDSHAKES_KEPT:
+            del log[next(iter(log))]
+        log.setdefault(key, []).append([now, 0])
+
+    def _log_synack(self, pkt: bytes, now: int) -> None:
+        """A region's SYN-ACK about to be handed to the client's kernel: the first one of its handshake counts."""
+        tcp = (pkt[0] & 0x0F) * 4
+        if len(pkt) < tcp + 14 or pkt[tcp + 13] & (SYN | ACK) != SYN | ACK:
+            return
+        entries = self._handshakes.get((pkt[12:16], int.from_bytes(pkt[tcp + 2:tcp + 4], "big")))
+        if entries and not entries[-1][1]:
+            entries[-1][1] = now
+
+    def handshakes(self, reset: bool = False) -> list[tuple[str, int, float, float]]:
+        """Every logged handshake whose SYN-ACK was handed over: (region address, client port, SYN read,
+        SYN-ACK handed over), times in seconds on CLOCK_MONOTONIC."""
+        out = [(".".join(map(str, address)), port, syn / 1e9, synack / 1e9)
+               for (address, port), entries in self._handshakes.items() for syn, synack in entries if synack]
+        if reset:
+            self._handshakes.clear()
+        return out
 
     def stats(self, reset: bool = False) -> dict[str, Any]:
         """Counters and release lateness (seconds: how long after its due time a packet was written)."""

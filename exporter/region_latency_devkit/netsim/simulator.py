@@ -270,6 +270,14 @@ class RegionSimulator:
                      lateness_samples=raw["lateness_samples"], lateness_p50=raw["lateness_p50"],
                      lateness_p99=raw["lateness_p99"], lateness_max=raw["lateness_max"], regions=raw["regions"])
 
+    def handshakes(self, reset: bool = False) -> list[tuple[str, int, float, float]]:
+        """The TCP handshakes the delay line carried (netns mode): (region address, client port, SYN read,
+        SYN-ACK handed to the client's kernel), times in seconds on CLOCK_MONOTONIC (perf_counter's clock)."""
+        if self.mode != "netns" or self._delayline is None:
+            raise SimulatorError("handshake times need the delay line (netns mode)")
+        answer = self._delayline.request({"op": "handshakes", "reset": reset}, timeout=30.0)["handshakes"]
+        return [(str(a), int(p), float(syn), float(synack)) for a, p, syn, synack in answer]
+
     def server_stats(self) -> dict[str, dict[str, int]]:
         """Connections and requests each region's servers have seen."""
         assert self._servers is not None

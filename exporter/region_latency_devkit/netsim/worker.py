@@ -64,6 +64,8 @@ def run_delayline(cfg: dict[str, Any], channel: LineChannel) -> None:
                 channel.send({"ok": True})
             elif op == "stats":
                 channel.send({"ok": True, "stats": line.stats(reset=bool(msg.get("reset")))})
+            elif op == "handshakes":
+                channel.send({"ok": True, "handshakes": line.handshakes(reset=bool(msg.get("reset")))})
             elif op == "stop":
                 line.stop()
             else:
