@@ -182,9 +182,10 @@ def simulated_regions(count: int, low: float = 0.010, high: float = 0.300) -> di
                                                            strict=True)}
 
 
-def start_simulator(regions: Mapping[str, RegionSpec]) -> RegionSimulator:
-    """A started simulator in netns mode: the benchmarks need handshakes delayed, the proxy fallback cannot."""
-    sim = RegionSimulator(regions, mode="netns")
+def start_simulator(regions: Mapping[str, RegionSpec], *, busy_read: bool = False) -> RegionSimulator:
+    """A started simulator in netns mode: the benchmarks need handshakes delayed, the proxy fallback cannot.
+    `busy_read`: the delay line reads without sleeping, so its own wake-ups stay out of every round trip."""
+    sim = RegionSimulator(regions, mode="netns", busy_read=busy_read)
     sim.start()
     return sim
 

@@ -195,12 +195,14 @@ class TrustedRanking:
                 else:
                     groups[self._state(region, stats, now)].append((math.inf if ema is None else ema, i, region, stats))
             healthy = sorted(groups[RegionState.HEALTHY])
-            leader = self._pick_leader([row[2] for row in healthy], snapshot)
-            if leader is not None:
-                healthy.sort(key=lambda row: row[2] != leader)  # stable: the leader first, the rest by EMA
-            else:
+            names = [row[2] for row in healthy]
+            leader = self._pick_leader(names, snapshot)
+            if leader is None:
                 healthy = []
-            entries = [_row_entry(row, rank, RegionState.HEALTHY) for rank, row in enumerate(healthy, 1)]
+            elif leader != names[0]:  # a sticky #1: first, the rest by EMA
+                healthy.insert(0, healthy.pop(names.index(leader)))
+            entries = [RankedRegion(region, rank, RegionState.HEALTHY, ema, stats.samples if stats else 0)
+                       for rank, (ema, _, region, stats) in enumerate(healthy, 1)]
             for state in UNRANKED_ORDER:
                 entries.extend(_row_entry(row, None, state) for row in sorted(groups[state]))
             return Ranking(entries=tuple(entries))

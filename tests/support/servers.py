@@ -57,6 +57,7 @@ class RecordedRequest:
     path: str
     headers: Mapping[str, str]
     body: bytes
+    header_names: tuple[str, ...] = ()  # every header line's name, lower-case, in order (repeats kept)
 
 
 Responder = Reply | Callable[[RecordedRequest], Reply]
@@ -275,6 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
             path=self.path,
             headers={k.lower(): v for k, v in self.headers.items()},
             body=self.rfile.read(length) if length else b"",
+            header_names=tuple(k.lower() for k in self.headers.keys()),
         )
         reply = owner._record(request)
         if reply.hang:

@@ -82,13 +82,13 @@ class Line:
         return data, time.monotonic()
 
 
-@pytest.fixture
-def line() -> Iterator[Line]:
+@pytest.fixture(params=[False, True], ids=["sleeping", "busy_read"])
+def line(request: pytest.FixtureRequest) -> Iterator[Line]:
     client_outer, client_inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     regions_outer, regions_inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     for s in (client_inner, regions_inner):
         s.setblocking(False)
-    dl = DelayLine(client_inner.fileno(), regions_inner.fileno(), seed=1)
+    dl = DelayLine(client_inner.fileno(), regions_inner.fileno(), seed=1, busy_read=request.param)
     dl.set_region("198.19.0.1", RegionSpec(rtt=0.040), "slow")
     dl.set_region("198.19.0.2", RegionSpec(rtt=0.0), "fast")
     thread = threading.Thread(target=dl.run, daemon=True)

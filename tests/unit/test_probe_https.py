@@ -76,6 +76,16 @@ def test_path_method_and_headers_options(local_servers: ServerGroup) -> None:
     assert seen.headers["user-agent"].startswith("region-latency-exporter/")
 
 
+def test_a_targets_header_replaces_the_default_of_the_same_name_in_any_case(local_servers: ServerGroup) -> None:
+    server = local_servers.http()
+    options = https_probe.HttpsOptions.parse({"headers": {"user-agent": "mine/1", "ACCEPT": "text/plain"}})
+    for _ in range(2):  # the second probe sends the request built for the first
+        assert probe(Target(service="test", region="local-1", url=server.url, options=options), 5.0).ok
+    for seen in server.requests[-2:]:
+        assert (seen.headers["user-agent"], seen.headers["accept"]) == ("mine/1", "text/plain")
+        assert seen.header_names.count("user-agent") == seen.header_names.count("accept") == 1
+
+
 def test_server_that_never_answers_after_tls_times_out_on_time(local_servers: ServerGroup) -> None:
     server = local_servers.https(Reply(hang=True))
     result, elapsed = timed(target(server.url, ca_file=local_servers.ca.ca_file), 0.3)

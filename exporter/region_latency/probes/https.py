@@ -92,6 +92,7 @@ class HttpsOptions(TlsOptions):
     measure: Literal["ttfb", "warm", "cold"] = "ttfb"  # what feeds the tracker: see the module docstring
 
     _ssl_context: ssl.SSLContext | None = PrivateAttr(default=None)
+    _requests: dict[Endpoint, h11.Request] = PrivateAttr(default_factory=dict)  # request_event's, per endpoint
 
     @field_validator("path", mode="before")
     @classmethod
@@ -233,31 +234,30 @@ class Exchange:
         self.stream = stream
         return self
 
-    def request(self, method: str, target: str, headers: list[tuple[str, str]]) -> int:
+    def request(self, event: h11.Request) -> int:
         """Send one request (no body) and read its response, the body up to MAX_BODY; the response's status."""
         assert self.stream is not None
         http, stream = self.http, self.stream
         self.step = "send_request_headers"
-        stream.write(http.send(h11.Request(method=method, target=target, headers=headers))
-                     + (http.send(h11.EndOfMessage()) or b""))
+        stream.write(http.send(event) + (http.send(h11.EndOfMessage()) or b""))
         self.step = "receive_response_headers"
         status: int | None = None
         received = 0
         while True:
-            event = http.next_event()
-            if event is h11.NEED_DATA:
+            answer = http.next_event()
+            if answer is h11.NEED_DATA:
                 data = stream.read(READ_SIZE)
                 if not data and status is None:
                     raise StreamError("server disconnected without sending a response")
                 http.receive_data(data)
-            elif isinstance(event, h11.Response):
-                status = event.status_code
+            elif isinstance(answer, h11.Response):
+                status = answer.status_code
                 self.step = "receive_response_body"
-            elif isinstance(event, h11.Data):
-                received += len(event.data)
+            elif isinstance(answer, h11.Data):
+                received += len(answer.data)
                 if received >= MAX_BODY:  # enough for `total`; the connection cannot carry another request
                     return status or 0
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            elif isinstance(answer, h11.EndOfMessage | h11.ConnectionClosed):
                 return status or 0
             # h11.InformationalResponse (1xx): the final response follows
 
@@ -285,7 +285,7 @@ def _request(
     exchange = Exchange()
     try:
         exchange.connect(backend, endpoint, address, _context_for(endpoint, options))
-        status = exchange.request(options.method, options.path or endpoint.path, _headers(endpoint, options))
+        status = exchange.request(request_event(endpoint, options))
     except Exception as exc:
         phases.update(backend.stamps.phases())
         raise _probe_error(exc, exchange.step, deadline, options) from None
@@ -314,6 +314,19 @@ def _context_for(endpoint: Endpoint, options: HttpsOptions) -> ssl.SSLContext | 
     if endpoint.scheme != "https":
         return None
     return options.ssl_context or _default_context()
+
+
+def request_event(endpoint: Endpoint, options: HttpsOptions) -> h11.Request:
+    """The request a probe of `endpoint` sends, built (and checked by h11) once per target and endpoint rather than
+    on every probe: h11 never changes an event it sends."""
+    requests = options._requests
+    event = requests.get(endpoint)
+    if event is None:
+        if len(requests) >= 1024:  # endpoints are a target's regions; a bound all the same
+            requests.clear()
+        event = requests[endpoint] = h11.Request(method=options.method, target=options.path or endpoint.path,
+                                                 headers=_headers(endpoint, options))
+    return event
 
 
 def _headers(endpoint: Endpoint, options: HttpsOptions) -> list[tuple[str, str]]:
@@ -396,7 +409,7 @@ def _warm_request(
         kept.used_at = time.monotonic()
         opened: SocketStamps | None = None
         broken = 0
-        headers = _headers(endpoint, options)
+        event = request_event(endpoint, options)
         while True:
             kept.backend.begin(deadline)
             exchange = kept.exchange
@@ -405,7 +418,7 @@ def _warm_request(
                     kept.close()
                     exchange = kept.exchange = Exchange()
                     exchange.connect(kept.backend, endpoint, address, context)
-                status = exchange.request(options.method, options.path or endpoint.path, headers)
+                status = exchange.request(event)
             except Exception as exc:
                 step = exchange.step if exchange is not None else "connect_tcp"
                 kept.close()

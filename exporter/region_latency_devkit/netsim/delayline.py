@@ -63,8 +63,11 @@ class DelayLine:
     """Forward packets between `client_fd` and `regions_fd` (non-blocking, one raw IPv4 packet per read/write)."""
 
     def __init__(self, client_fd: int, regions_fd: int, *, spin_ns: int = SPIN_NS, max_queue: int = 200_000,
-                 mtu: int = 1500, seed: int | None = None) -> None:
+                 mtu: int = 1500, seed: int | None = None, busy_read: bool = False) -> None:
+        """`busy_read`: poll the TUNs without sleeping (a whole core), so that a packet's delay starts when the
+        kernel queued it, not when a sleeping line woke up to read it (accuracy runs: docs/NETSIM.md)."""
         self._client_fd = client_fd
+        self._busy_read = busy_read
         self._regions_fd = regions_fd
         self._spin_ns = spin_ns
         self._max_queue = max_queue
@@ -106,6 +109,9 @@ class DelayLine:
 
     def run(self) -> None:
         """Forward until `stop()`."""
+        if self._busy_read:
+            self._run_busy()
+            return
         mono = time.monotonic_ns
         select_ = select.select
         heap = self._heap
@@ -128,6 +134,26 @@ class DelayLine:
                 elif fd == regions:
                     self._receive(regions, client, upstream=False)
                 else:
+                    self._readers[fd]()
+
+    def _run_busy(self) -> None:
+        """`run` without sleeping: read both TUNs, release what is due, look at the control fds once a ms."""
+        mono = time.monotonic_ns
+        select_ = select.select
+        heap = self._heap
+        client, regions = self._client_fd, self._regions_fd
+        controls = list(self._readers)
+        next_control = 0
+        self._running = True
+        while self._running:
+            self._receive(client, regions, upstream=True)
+            self._receive(regions, client, upstream=False)
+            if heap and heap[0][0] <= mono():
+                self._release(mono)
+            now = mono()
+            if now >= next_control:
+                next_control = now + 1_000_000
+                for fd in select_(controls, (), (), 0)[0]:
                     self._readers[fd]()
 
     def _receive(self, in_fd: int, out_fd: int, *, upstream: bool) -> None:
@@ -183,13 +209,13 @@ class DelayLine:
             if heap[0][0] > now:
                 return
             release, _, out_fd, pkt = heapq.heappop(heap)
-            if out_fd == self._client_fd and pkt[9] == TCP:
-                self._log_synack(pkt, now)
             try:
                 os.write(out_fd, pkt)
             except OSError:
                 self._write_errors += 1
                 continue
+            if out_fd == self._client_fd and pkt[9] == TCP:  # handed over: the client's kernel has it
+                self._log_synack(pkt, mono())
             lateness[self._late_count & mask] = now - release
             self._late_count += 1
             self._forwarded += 1

@@ -77,7 +77,7 @@ class RegionSimulator:
     """
 
     def __init__(self, regions: Mapping[str, RegionSpec], *, mode: Mode = "auto", spin_us: int = SPIN_NS // 1000,
-                 realtime_priority: int = 0) -> None:
+                 realtime_priority: int = 0, busy_read: bool = False) -> None:
         if not regions:
             raise ValueError("at least one region is needed")
         self._specs = dict(regions)
@@ -85,6 +85,7 @@ class RegionSimulator:
         self._requested_mode = mode
         self._spin_ns = spin_us * 1000
         self._realtime = realtime_priority
+        self._busy_read = busy_read  # the delay line polls its TUNs without sleeping (a core; accuracy runs)
         self.mode: Literal["netns", "proxy"] | None = None
         self.client_netns: str | None = None
         self.regions_netns: str | None = None
@@ -155,7 +156,7 @@ class RegionSimulator:
         self._delayline.start({
             "client_ns": self.client_netns, "regions_ns": self.regions_netns, "client_dev": CLIENT_DEV,
             "regions_dev": REGIONS_DEV, "client_address": CLIENT_ADDRESS, "mtu": MTU, "spin_ns": self._spin_ns,
-            "realtime": self._realtime, "regions": regions,
+            "realtime": self._realtime, "busy_read": self._busy_read, "regions": regions,
         })
         self._servers = WorkerProcess("servers")
         self._servers.start({"mode": "netns", "regions_ns": self.regions_netns, "server_file": str(server_file),

@@ -49,7 +49,8 @@ def run_delayline(cfg: dict[str, Any], channel: LineChannel) -> None:
                    netns=cfg["client_ns"])
     netns.ip_batch(tun.regions_side_commands(cfg["regions_dev"], cfg["client_address"], cfg["mtu"]),
                    netns=cfg["regions_ns"])
-    line = DelayLine(client_fd, regions_fd, spin_ns=cfg["spin_ns"], mtu=cfg["mtu"])
+    line = DelayLine(client_fd, regions_fd, spin_ns=cfg["spin_ns"], mtu=cfg["mtu"],
+                     busy_read=bool(cfg.get("busy_read")))
     for region in cfg["regions"]:
         line.set_region(region["address"], RegionSpec(**region["spec"]), region["name"])
 
