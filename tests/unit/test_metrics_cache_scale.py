@@ -128,3 +128,47 @@ def test_targets_that_leave_take_their_parts_along() -> None:
     body = cache.get("text/plain", "gzip").body
     assert b'target="t1"' not in gzip.decompress(body)
     assert len(cache._texts) == 2
+
+
+def test_a_rank_change_writes_only_the_ranking_lines_of_the_regions_it_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One result that takes #1 moves every other region's rank: their rank and state lines are written again, not
+    their other lines (at 1,000 pairs of equal latency that was most of the /metrics writing)."""
+    from region_latency.export import text
+
+    states = make_states(1)
+    cache = make_cache(states, refresh_interval=0)
+    cache.get("text/plain", None)
+    written: list[tuple[str, bool]] = []  # (region, everything written)
+    real = text.TargetText._region_lines
+
+    def counting(self: text.TargetText, snap: object, region: str, kept: tuple[str, ...] | None = None
+                 ) -> tuple[str, ...]:
+        written.append((region, kept is None))
+        return real(self, snap, region, kept)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(text.TargetText, "_region_lines", counting)
+    for _ in range(3):  # the slowest answering region becomes the fastest: every rank below it moves
+        states[0].record(REGIONS[-2], ProbeResult(0.001, {"connect": 0.001, "ttfb": 0.001}, status=200))
+    assert cache.get("text/plain", None).body.decode() == render_targets([states[0].snapshot()])
+    assert [region for region, whole in written if whole] == [REGIONS[-2]]
+    assert len([region for region, whole in written if not whole]) >= len(REGIONS) - 3
+
+
+def test_only_the_families_that_say_so_follow_the_ranking() -> None:
+    """A REGION-scoped family not marked `follows_ranking` reads nothing of the ranking: the same samples under any
+    ranking (else a rank change would leave its kept lines stale)."""
+    import dataclasses
+
+    from region_latency.ranking import EMPTY_RANKING
+
+    snap = make_states(1)[0].snapshot()
+    other = dataclasses.replace(snap, ranking=EMPTY_RANKING)
+    followers = set()
+    for family in TARGET_FAMILIES:
+        if family.read_region is None:
+            continue
+        differs = any(list(family.read_region(snap, r)) != list(family.read_region(other, r)) for r in REGIONS)
+        assert differs <= family.follows_ranking, family.name
+        if differs:
+            followers.add(family.name)
+    assert followers == {"region_latency_rank", "region_latency_region_state"}

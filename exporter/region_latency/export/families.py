@@ -89,6 +89,9 @@ class FamilyInfo:
     help: str
     scope: Scope
     extra_labels: tuple[str, ...] = ()
+    # REGION scope: the values come from the region's ranking entry (rank, state), which another region's result
+    # can change; every other REGION-scoped family changes only with the region's own results.
+    follows_ranking: bool = False
 
     def __post_init__(self) -> None:
         if (self.kind is Kind.COUNTER) != self.name.endswith("_total"):
@@ -324,13 +327,14 @@ TARGET_FAMILIES: tuple[AnyFamily[TargetSnapshot], ...] = (
     Family(name=_name("samples"), kind=Kind.GAUGE, unit="{sample}", scope=Scope.REGION, **_regional(_samples),
            help="Number of samples the EMA is made of (the tracker's sample count)."),
     Family(name=_name("rank"), kind=Kind.GAUGE, unit="1", scope=Scope.REGION, **_regional(_rank),
+           follows_ranking=True,
            help="Position in the published ranking, 1 = fastest; no series for unranked regions."),
     Family(name=_name("ranking_info"), kind=Kind.GAUGE, unit="1", scope=Scope.TARGET,
            extra_labels=("rank", "region"), read=_ranking_info,
            help="The published order as a label set: one series per ranked position shown (metrics.ranking_info; "
                 "the rank and region labels change when the order does)."),
     Family(name=_name("region_state"), kind=Kind.GAUGE, unit="1", scope=Scope.REGION, extra_labels=("state",),
-           **_regional(_region_state),
+           **_regional(_region_state), follows_ranking=True,
            help="1 for the region's current ranking state (healthy, failing, stale, unmeasured)."),
     Family(name=_name("rank_margin_seconds"), kind=Kind.GAUGE, unit="s", scope=Scope.TARGET, read=_rank_margin,
            help="EMA of rank 2 minus EMA of rank 1: how clearly the fastest region leads."),

@@ -147,19 +147,24 @@ def render_targets(snapshots: Sequence[TargetSnapshot]) -> str:
 
 class TargetText:
     """One target's part of every family of TARGET_FAMILIES (`parts[i]`: the lines of family i, as bytes), kept
-    from one snapshot to the next: a region's lines are written again only when its key changed (its version,
-    bumped by a probe result of its own, the only way its tracker stats, counters and latest probe change; and
-    its ranking entry). New options (a reload) write everything again."""
+    from one snapshot to the next: a region's lines are written again only when they can have changed: all of them
+    when its version moved (bumped by a probe result of its own, the only way its tracker stats, counters and
+    latest probe change), only those of the families that follow the ranking (rank, state) when just its ranking
+    entry moved, which another region's result does (at 1,000 pairs of equal latency, rank changes are most of
+    the regions written). New options (a reload) write everything again."""
 
-    __slots__ = ("_blocks", "_ident", "_options", "_regional", "_regions", "parts", "snapshot")
+    __slots__ = ("_blocks", "_ident", "_options", "_ranked", "_regional", "_regions", "parts", "snapshot")
 
     def __init__(self) -> None:
         self.snapshot: TargetSnapshot | None = None
         self.parts: tuple[bytes, ...] = ()
         self._ident: tuple[str | None, ...] = ()
         self._regional = tuple(i for i, family in enumerate(TARGET_FAMILIES) if family.scope is Scope.REGION)
-        # region -> (key, the region's lines of each REGION-scoped family, in table order)
-        self._regions: dict[str, tuple[object, tuple[str, ...]]] = {}
+        # columns (positions in _regional) of the families whose lines come from the ranking entry
+        self._ranked = frozenset(column for column, i in enumerate(self._regional)
+                                 if TARGET_FAMILIES[i].follows_ranking)
+        # region -> (its version, its ranking entry, its lines of each REGION-scoped family, in table order)
+        self._regions: dict[str, tuple[object, object, tuple[str, ...]]] = {}
         self._blocks: dict[str, _Blocks] = {}  # region -> its label blocks (escaped once per target and region)
         self._options: object = None
 
@@ -181,13 +186,17 @@ class TargetText:
         versions = snap.region_versions
         changed: set[int] = set()  # columns (REGION-scoped families, in order) some region's lines changed in
         for region in snap.regions:
-            key = (versions.get(region), entries.get(region))
+            version, entry = versions.get(region), entries.get(region)
             cached = regions.get(region)
-            if cached is None or cached[0] != key:
+            if cached is None or cached[0] != version:
                 lines = self._region_lines(snap, region)
-                if cached is not None:
-                    changed.update(i for i, (new, was) in enumerate(zip(lines, cached[1], strict=True)) if new != was)
-                regions[region] = (key, lines)
+            elif cached[1] != entry:
+                lines = self._region_lines(snap, region, cached[2])
+            else:
+                continue
+            if cached is not None:
+                changed.update(i for i, (new, was) in enumerate(zip(lines, cached[2], strict=True)) if new != was)
+            regions[region] = (version, entry, lines)
         if len(regions) > len(snap.regions):
             for gone in set(regions) - set(snap.regions):
                 del regions[gone]
@@ -200,7 +209,7 @@ class TargetText:
                 if old and column not in changed:
                     part = old[index]
                 else:
-                    part = "".join([regions[region][1][column] for region in snap.regions]).encode()
+                    part = "".join([regions[region][2][column] for region in snap.regions]).encode()
                 column += 1
             elif old and not ranking_moved:  # the target-wide families follow the ranking and the regions
                 part = old[index]
@@ -210,13 +219,19 @@ class TargetText:
         self.parts, self.snapshot = tuple(parts), snap
         return True
 
-    def _region_lines(self, snap: TargetSnapshot, region: str) -> tuple[str, ...]:
+    def _region_lines(self, snap: TargetSnapshot, region: str, kept: tuple[str, ...] | None = None
+                      ) -> tuple[str, ...]:
+        """The region's lines of every REGION-scoped family; with `kept` (its lines as they were), only the families
+        that follow the ranking are written, the rest taken from `kept`."""
         blocks = self._blocks.get(region)
         if blocks is None:
             blocks = self._blocks[region] = _Blocks(Scope.REGION.labels, (*self._ident, region))
         out: list[str] = []
         fmt = _number
-        for index in self._regional:
+        for column, index in enumerate(self._regional):
+            if kept is not None and column not in self._ranked:
+                out.append(kept[column])
+                continue
             family = TARGET_FAMILIES[index]
             name, extra_names = family.name, family.extra_labels
             lines: list[str] = []
