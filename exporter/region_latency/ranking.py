@@ -159,6 +159,7 @@ class TrustedRanking:
         self.interval = interval
         self.limits = self.settings.limits(interval)
         self._ejections: dict[str, _Ejection] = {}
+        self._entries: dict[str, RankedRegion] = {}  # each region's latest entry (reused while it is unchanged)
         self._leader = _Leader()
         self._lock = threading.Lock()
 
@@ -201,10 +202,24 @@ class TrustedRanking:
                 healthy = []
             elif leader != names[0]:  # a sticky #1: first, the rest by EMA
                 healthy.insert(0, healthy.pop(names.index(leader)))
-            entries = [RankedRegion(region, rank, RegionState.HEALTHY, ema, stats.samples if stats else 0)
-                       for rank, (ema, _, region, stats) in enumerate(healthy, 1)]
+            # An entry equal to the region's previous one is that very object: most are, after one result, and a
+            # reader that keeps work per entry (export/text.py) sees at once which ones moved.
+            prev = self._entries
+            entries: list[RankedRegion] = []
+            for rank, (ema, _, region, stats) in enumerate(healthy, 1):
+                samples = stats.samples if stats is not None else 0
+                old = prev.get(region)
+                if (old is None or old.rank != rank or old.ema != ema or old.samples != samples
+                        or old.state is not RegionState.HEALTHY):
+                    old = prev[region] = RankedRegion(region, rank, RegionState.HEALTHY, ema, samples)
+                entries.append(old)
             for state in UNRANKED_ORDER:
-                entries.extend(_row_entry(row, None, state) for row in sorted(groups[state]))
+                for _, _, region, stats in sorted(groups[state]):
+                    new = RankedRegion(region, None, state, *((stats.ema, stats.samples) if stats else (None, 0)))
+                    old = prev.get(region)
+                    if old is None or old != new:
+                        old = prev[region] = new
+                    entries.append(old)
             return Ranking(entries=tuple(entries))
 
     # -- states and ejection ------------------------------------------------------------------------------------
@@ -300,14 +315,6 @@ def _fingerprint(snapshot: TrackerSnapshot, leader: str, challenger: str | None)
 def _ema(snapshot: TrackerSnapshot, region: str) -> float:
     stats = snapshot.regions.get(region)
     return math.inf if stats is None or stats.ema is None else stats.ema
-
-
-def _row_entry(row: tuple[float, int, str, RegionStats | None], rank: int | None, state: RegionState
-               ) -> RankedRegion:
-    _, _, region, stats = row
-    if stats is None:
-        return RankedRegion(region, rank, state, None, 0)
-    return RankedRegion(region, rank, state, stats.ema, stats.samples)
 
 
 # -- settings -------------------------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ class TargetText:
             cached = regions.get(region)
             if cached is None or cached[0] != version:
                 lines = self._region_lines(snap, region)
-            elif cached[1] != entry:
+            elif cached[1] is not entry and cached[1] != entry:
                 lines = self._region_lines(snap, region, cached[2])
             else:
                 continue
