@@ -160,6 +160,8 @@ class TrustedRanking:
         self.limits = self.settings.limits(interval)
         self._ejections: dict[str, _Ejection] = {}
         self._entries: dict[str, RankedRegion] = {}  # each region's latest entry (reused while it is unchanged)
+        self._memo: _Memo | None = None  # the latest evaluation, answered again to a tick that cannot change it
+        self._returns_at = math.inf  # during an evaluation: the earliest end of an ejection's back-off
         self._leader = _Leader()
         self._lock = threading.Lock()
 
@@ -176,51 +178,68 @@ class TrustedRanking:
 
     def evaluate(self, snapshot: TrackerSnapshot, regions: Sequence[str], now: float) -> Ranking:
         with self._lock:
-            self._forget_others(regions)
-            # One pass: each region's state, grouped as (EMA or inf, position, region, stats) rows, which sort by
-            # EMA then configured order (the positions differ, so the comparison never reaches the rest).
-            groups: dict[RegionState, list[tuple[float, int, str, RegionStats | None]]] = {s: [] for s in RegionState}
-            healthy_rows = groups[RegionState.HEALTHY]
-            stats_of, ejections = snapshot.regions, self._ejections
-            max_failures, min_samples, ttl = self.settings.max_failures, self.settings.min_samples, self.limits.ttl
-            for i, region in enumerate(regions):
-                stats = stats_of.get(region)
-                if stats is None:
-                    groups[RegionState.UNMEASURED].append((math.inf, i, region, None))
-                    continue
-                ema = stats.ema
-                if (ema is not None and region not in ejections and stats.consecutive_failures < max_failures
-                        and stats.samples >= min_samples and stats.last_sample_at is not None
-                        and now - stats.last_sample_at <= ttl):  # _state's healthy case, without the calls
-                    healthy_rows.append((ema, i, region, stats))
-                else:
-                    groups[self._state(region, stats, now)].append((math.inf if ema is None else ema, i, region, stats))
-            healthy = sorted(groups[RegionState.HEALTHY])
-            names = [row[2] for row in healthy]
-            leader = self._pick_leader(names, snapshot)
-            if leader is None:
-                healthy = []
-            elif leader != names[0]:  # a sticky #1: first, the rest by EMA
-                healthy.insert(0, healthy.pop(names.index(leader)))
-            # An entry equal to the region's previous one is that very object: most are, after one result, and a
-            # reader that keeps work per entry (export/text.py) sees at once which ones moved.
-            prev = self._entries
-            entries: list[RankedRegion] = []
-            for rank, (ema, _, region, stats) in enumerate(healthy, 1):
-                samples = stats.samples if stats is not None else 0
+            memo = self._memo
+            if (memo is not None and memo.snapshot is snapshot and memo.regions == regions
+                    and memo.evaluated_at <= now <= memo.quiet_until):
+                return memo.ranking  # no new result, and no region's time runs out before quiet_until
+            return self._evaluate(snapshot, regions, now)
+
+    def _evaluate(self, snapshot: TrackerSnapshot, regions: Sequence[str], now: float) -> Ranking:
+        """Under the lock: the ranking, and until when a clock tick cannot change it (`_memo`)."""
+        self._forget_others(regions)
+        self._returns_at = math.inf
+        # One pass: each region's state, grouped as (EMA or inf, position, region, stats) rows, which sort by
+        # EMA then configured order (the positions differ, so the comparison never reaches the rest).
+        groups: dict[RegionState, list[tuple[float, int, str, RegionStats | None]]] = {s: [] for s in RegionState}
+        healthy_rows = groups[RegionState.HEALTHY]
+        stats_of, ejections = snapshot.regions, self._ejections
+        max_failures, min_samples, ttl = self.settings.max_failures, self.settings.min_samples, self.limits.ttl
+        for i, region in enumerate(regions):
+            stats = stats_of.get(region)
+            if stats is None:
+                groups[RegionState.UNMEASURED].append((math.inf, i, region, None))
+                continue
+            ema = stats.ema
+            if (ema is not None and region not in ejections and stats.consecutive_failures < max_failures
+                    and stats.samples >= min_samples and stats.last_sample_at is not None
+                    and now - stats.last_sample_at <= ttl):  # _state's healthy case, without the calls
+                healthy_rows.append((ema, i, region, stats))
+            else:
+                groups[self._state(region, stats, now)].append((math.inf if ema is None else ema, i, region, stats))
+        healthy = sorted(groups[RegionState.HEALTHY])
+        # A healthy region goes stale once its latest sample is older than ttl; an ejected one returns once its
+        # back-off has passed (_ejected): nothing else in a ranking moves with the clock alone. A margin of a
+        # millisecond keeps the float arithmetic of those tests on the safe side.
+        stale_at = min((row[3].last_sample_at for row in healthy if row[3] is not None
+                        and row[3].last_sample_at is not None), default=math.inf) + ttl
+        quiet_until = min(stale_at, self._returns_at) - _CLOCK_MARGIN
+        names = [row[2] for row in healthy]
+        leader = self._pick_leader(names, snapshot)
+        if leader is None:
+            healthy = []
+        elif leader != names[0]:  # a sticky #1: first, the rest by EMA
+            healthy.insert(0, healthy.pop(names.index(leader)))
+        # An entry equal to the region's previous one is that very object: most are, after one result, and a
+        # reader that keeps work per entry (export/text.py) sees at once which ones moved.
+        prev = self._entries
+        entries: list[RankedRegion] = []
+        for rank, (ema, _, region, stats) in enumerate(healthy, 1):
+            samples = stats.samples if stats is not None else 0
+            old = prev.get(region)
+            if (old is None or old.rank != rank or old.ema != ema or old.samples != samples
+                    or old.state is not RegionState.HEALTHY):
+                old = prev[region] = RankedRegion(region, rank, RegionState.HEALTHY, ema, samples)
+            entries.append(old)
+        for state in UNRANKED_ORDER:
+            for _, _, region, stats in sorted(groups[state]):
+                new = RankedRegion(region, None, state, *((stats.ema, stats.samples) if stats else (None, 0)))
                 old = prev.get(region)
-                if (old is None or old.rank != rank or old.ema != ema or old.samples != samples
-                        or old.state is not RegionState.HEALTHY):
-                    old = prev[region] = RankedRegion(region, rank, RegionState.HEALTHY, ema, samples)
+                if old is None or old != new:
+                    old = prev[region] = new
                 entries.append(old)
-            for state in UNRANKED_ORDER:
-                for _, _, region, stats in sorted(groups[state]):
-                    new = RankedRegion(region, None, state, *((stats.ema, stats.samples) if stats else (None, 0)))
-                    old = prev.get(region)
-                    if old is None or old != new:
-                        old = prev[region] = new
-                    entries.append(old)
-            return Ranking(entries=tuple(entries))
+        ranking = Ranking(entries=tuple(entries))
+        self._memo = _Memo(snapshot, tuple(regions), now, quiet_until, ranking)
+        return ranking
 
     # -- states and ejection ------------------------------------------------------------------------------------
 
@@ -263,10 +282,12 @@ class TrustedRanking:
             ejection.ejected_at = failed_at
             return True
         clean_since = stats.last_failure_at if stats.last_failure_at is not None else ejection.ejected_at
-        if stats.consecutive_failures == 0 and now - clean_since >= self._backoff(ejection.count):
-            ejection.ejected_at = None  # answered without a failure for the whole back-off: back in
-            ejection.returned_at = now
-            return False
+        if stats.consecutive_failures == 0:
+            if now - clean_since >= self._backoff(ejection.count):
+                ejection.ejected_at = None  # answered without a failure for the whole back-off: back in
+                ejection.returned_at = now
+                return False
+            self._returns_at = min(self._returns_at, clean_since + self._backoff(ejection.count))
         return True
 
     # -- hysteresis of #1 ---------------------------------------------------------------------------------------
@@ -301,6 +322,20 @@ class TrustedRanking:
         leader_ema, challenger_ema = _ema(snapshot, leader), _ema(snapshot, challenger)
         lead = leader_ema - challenger_ema
         return lead >= self.settings.margin_absolute and lead >= self.settings.margin_relative * leader_ema
+
+
+_CLOCK_MARGIN = 0.001  # seconds: how much earlier than its exact time a clock-driven change is looked for
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """An evaluation, and until when the clock alone cannot change it."""
+
+    snapshot: TrackerSnapshot
+    regions: tuple[str, ...]
+    evaluated_at: float
+    quiet_until: float
+    ranking: Ranking
 
 
 def _fingerprint(snapshot: TrackerSnapshot, leader: str, challenger: str | None) -> tuple[object, ...]:

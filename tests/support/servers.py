@@ -276,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
             path=self.path,
             headers={k.lower(): v for k, v in self.headers.items()},
             body=self.rfile.read(length) if length else b"",
-            header_names=tuple(k.lower() for k in self.headers.keys()),
+            header_names=tuple(k.lower() for k in self.headers),  # Message: every name, repeats kept
         )
         reply = owner._record(request)
         if reply.hang:

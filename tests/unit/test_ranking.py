@@ -157,6 +157,36 @@ def test_target_state_ticks_make_a_silent_region_stale() -> None:
     assert state.snapshot().generation == generation + 1  # unchanged ranking: nothing republished
 
 
+def test_a_tick_that_cannot_change_the_ranking_gets_the_same_one_and_one_that_can_does_not() -> None:
+    """Ticks between results (the same tracker snapshot) are answered from the last evaluation until a region's
+    ttl can have run out; from then on they evaluate, and the region goes stale exactly on time."""
+    bench = Bench()  # ttl = 3 * 30 s
+    warm(bench, a=0.040, b=0.060)
+    bench.advance(89.0)
+    bench.sample("b", 0.060)
+    snapshot = bench.tracker.snapshot()
+    first = bench.policy.evaluate(snapshot, bench.regions, bench.clock.now)
+    for later in (0.5, 0.9, 0.998):
+        assert bench.policy.evaluate(snapshot, bench.regions, bench.clock.now + later) is first
+    assert states(bench.policy.evaluate(snapshot, bench.regions, bench.clock.now + 1.0))["a"] is RegionState.HEALTHY
+    stale = bench.policy.evaluate(snapshot, bench.regions, bench.clock.now + 1.001)
+    assert states(stale)["a"] is RegionState.STALE and stale.fastest == "b"
+    assert bench.policy.evaluate(snapshot, bench.regions, bench.clock.now) is not stale  # time went back: evaluated
+
+
+def test_an_ejected_region_returns_on_a_tick_at_the_end_of_its_back_off() -> None:
+    bench = Bench()  # base_ejection = 1 interval
+    warm(bench, a=0.040, b=0.060)
+    eject(bench)
+    bench.advance(5.0)
+    assert states(bench.sample("a", 0.040))["a"] is RegionState.FAILING
+    snapshot = bench.tracker.snapshot()
+    failed_at = bench.clock.now - 5.0
+    for at in (failed_at + 10.0, failed_at + 29.99):
+        assert states(bench.policy.evaluate(snapshot, bench.regions, at))["a"] is RegionState.FAILING
+    assert bench.policy.evaluate(snapshot, bench.regions, failed_at + 30.0).fastest == "a"
+
+
 # -- return and back-off ------------------------------------------------------------------------------------------
 
 
