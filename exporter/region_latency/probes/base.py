@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
+from region_latency.probes._detached import run_detached
+
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -356,10 +358,10 @@ class AddressLookup:
 def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | None = None) -> AddressLookup:
     """Look `host` up in DNS within the deadline, timing only the resolver call itself.
 
-    getaddrinfo cannot be interrupted, so it runs in a daemon thread that the probe stops waiting for
-    at the deadline. The first address in the resolver's order (RFC 6724, as an SDK would connect)
-    of the wanted family wins. Failures raise ProbeError(DNS); when a family was asked for and the name has
-    addresses of the other family only (or the host is an address of the other family), ProbeError(
+    getaddrinfo cannot be interrupted, so it runs on a daemon thread (reused: probes/_detached.py) that the
+    probe stops waiting for at the deadline. The first address in the resolver's order (RFC 6724, as an SDK
+    would connect) of the wanted family wins. Failures raise ProbeError(DNS); when a family was asked for and the
+    name has addresses of the other family only (or the host is an address of the other family), ProbeError(
     FAMILY_UNAVAILABLE).
     """
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(ip_version or 0, socket.AF_UNSPEC)
@@ -385,7 +387,7 @@ def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | N
                 outcome["other_family"] = False
         done.set()
 
-    threading.Thread(target=lookup, name=f"resolve-{host}", daemon=True).start()
+    run_detached(lookup)
     if not done.wait(deadline.remaining()):
         raise ProbeError(ErrorKind.DNS, f"resolving {host} did not finish within {deadline.timeout:g}s")
     if outcome.get("other_family"):
