@@ -104,8 +104,10 @@ def standin(port: int) -> None:
 
 # -- one size --------------------------------------------------------------------------------------------------------
 
-def config(pairs: int, *, port: int, standin_port: int) -> dict[str, Any]:
-    """`pairs` split over https targets of 33-34 regions, every 15 s, each pair its own URL on the stand-in."""
+def config(pairs: int, *, port: int, standin_port: int, host: str = "127.0.0.1") -> dict[str, Any]:
+    """`pairs` split over https targets of 33-34 regions, every 15 s, each pair its own URL on the stand-in.
+    `host`: the stand-in's address, or a name for it (`localhost`: every probe then resolves it, as a real
+    endpoint's name is; IPv4 asked for, since the stand-in listens on 127.0.0.1)."""
     n_targets = max(1, round(pairs / PAIRS_PER_TARGET))
     base, extra = divmod(pairs, n_targets)
     targets = []
@@ -113,8 +115,9 @@ def config(pairs: int, *, port: int, standin_port: int) -> dict[str, Any]:
         regions = region_names(base + (1 if t < extra else 0))
         targets.append({
             "name": f"svc-{t:02d}", "service": "bedrock-runtime", "probe": "https", "regions": regions,
-            "endpoints": {r: f"http://127.0.0.1:{standin_port}/svc-{t:02d}/{r}" for r in regions},
+            "endpoints": {r: f"http://{host}:{standin_port}/svc-{t:02d}/{r}" for r in regions},
             "interval": f"{INTERVAL:g}s", "timeout": "5s",
+            **({} if host == "127.0.0.1" else {"options": {"ip_version": 4}}),
         })
     return {"listen": f"127.0.0.1:{port}", "cache": "none", "log_level": "warning", "targets": targets}
 
@@ -140,7 +143,8 @@ def _sleep_until(at: float) -> None:
         time.sleep(delay)
 
 
-def measure(pairs: int, window: float, code: Path | None, workdir: Path, settle: float = 0.0) -> dict[str, Any]:
+def measure(pairs: int, window: float, code: Path | None, workdir: Path, settle: float = 0.0,
+            host: str = "127.0.0.1") -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if code is not None:
@@ -148,7 +152,7 @@ def measure(pairs: int, window: float, code: Path | None, workdir: Path, settle:
     stand = subprocess.Popen([sys.executable, "-m", "bench.scale", "--standin", str(STANDIN_PORT)], cwd=REPO,
                              env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.DEVNULL)
     config_path = workdir / f"exporter-{pairs}.yaml"
-    config_path.write_text(yaml.safe_dump(config(pairs, port=EXPORTER_PORT, standin_port=STANDIN_PORT),
+    config_path.write_text(yaml.safe_dump(config(pairs, port=EXPORTER_PORT, standin_port=STANDIN_PORT, host=host),
                                           sort_keys=False))
     log = (workdir / f"exporter-{pairs}.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "region_latency", "serve", "--config", str(config_path)],
@@ -369,7 +373,7 @@ def result(runs: dict[str, dict[str, Any]], label: str, seconds: float) -> Bench
 
 
 def run(sizes: Sequence[int] = SIZES, window: float = WINDOW, code: Path | None = None,
-        label: str = "after", settle: float = 0.0) -> BenchResult:
+        label: str = "after", settle: float = 0.0, host: str = "127.0.0.1") -> BenchResult:
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = json.loads(RAW.read_text()) if RAW.exists() else {}
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -378,7 +382,7 @@ def run(sizes: Sequence[int] = SIZES, window: float = WINDOW, code: Path | None 
              "sizes": measured_sizes}
     for pairs in sizes:
         print(f"-- {label}: {pairs} pairs", flush=True)
-        measured = measure(pairs, window, code, OUT_DIR / "scale", settle)
+        measured = measure(pairs, window, code, OUT_DIR / "scale", settle, host)
         measured_sizes[str(pairs)] = measured
         print(f"   CPU {measured['cpu_share'] * 100:.1f} %, RSS {_mb(measured['rss_end'])} MB, gzip p50/p99 "
               f"{_ms(measured['p50_gzip'])}/{_ms(measured['p99_gzip'])} ms, plain "
@@ -399,6 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--label", default="after", help="name of this run in the table (default after)")
     parser.add_argument("--settle", type=float, default=0.0,
                         help="seconds to wait after the first sweep before the CPU window (default 0)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the stand-in's address in the targets' URLs, or a name (localhost: every probe "
+                             "resolves it, as with real endpoints; default 127.0.0.1)")
     parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--breakdown", action="store_true",
                         help="only measure where the CPU goes at 1,000 pairs (added to the run named by --label)")
@@ -419,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         RAW.write_text(json.dumps(runs, indent=1) + "\n")
         return finish(result(runs, args.label, time.monotonic() - started), write=not args.no_report)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    return finish(run(sizes, args.window, args.code, args.label, args.settle), write=not args.no_report)
+    return finish(run(sizes, args.window, args.code, args.label, args.settle, args.host),
+                  write=not args.no_report)
 
 
 if __name__ == "__main__":

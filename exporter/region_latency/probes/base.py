@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import errno
 import functools
 import ipaddress
@@ -11,7 +12,6 @@ import select
 import socket
 import ssl
 import struct
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -371,7 +371,8 @@ def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | N
             raise ProbeError(ErrorKind.FAMILY_UNAVAILABLE, f"{host} is not an IPv{ip_version} address")
         return AddressLookup(host, socket.AF_INET6 if literal == 6 else socket.AF_INET, None)
     outcome: dict[str, Any] = {}
-    done = threading.Event()
+    done = _thread.allocate_lock()  # held until the lookup is done: a bare lock is the cheapest hand-back
+    done.acquire()
 
     def lookup() -> None:
         started = time.perf_counter()
@@ -385,10 +386,10 @@ def lookup_address(host: str, port: int, deadline: Deadline, ip_version: int | N
                 outcome["other_family"] = bool(socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM))
             except (OSError, UnicodeError):
                 outcome["other_family"] = False
-        done.set()
+        done.release()
 
     run_detached(lookup)
-    if not done.wait(deadline.remaining()):
+    if not done.acquire(timeout=max(deadline.remaining(), 0.0)):
         raise ProbeError(ErrorKind.DNS, f"resolving {host} did not finish within {deadline.timeout:g}s")
     if outcome.get("other_family"):
         raise ProbeError(ErrorKind.FAMILY_UNAVAILABLE, f"{host} has no IPv{ip_version} address (only the other "
