@@ -302,7 +302,7 @@ def _recorder(state: TargetState, region: str, recent: RecentProbes,
     then tells `listener` (the OTLP push's histogram)."""
     def record(_target: Target, result: ProbeResult) -> None:
         state.record(region, result)
-        recent.add(state.info.name, region, time.time(), result, state.tracker.get_latency(region))
+        recent.add(state.info.key, region, time.time(), result, state.tracker.get_latency(region))
         if listener is not None:
             listener(state.info, region, result)
 

@@ -40,6 +40,12 @@ class TargetInfo:
     measure: str | None = None  # the https probe's `measure` (ttfb, warm, cold); None for the other kinds
     ip_family: str | None = None  # "ipv4" / "ipv6" for one family of a target with ip_families (a label then)
 
+    @property
+    def key(self) -> str:
+        """Unique among the exporter's targets: the name, plus `@<family>` for one family of a target (the two
+        families of a dual-stack target share the name)."""
+        return self.name if self.ip_family is None else f"{self.name}@{self.ip_family}"
+
 
 @dataclass(frozen=True, slots=True)
 class LastProbe:

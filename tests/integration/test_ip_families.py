@@ -108,3 +108,6 @@ def test_each_family_has_its_own_ema_and_label_and_a_missing_family_is_reported_
     assert exporter.log().count("not available from here") == 1
     page = exporter.get("/").text
     assert "https probe, ipv4" in page and "https probe, ipv6" in page and "id='dual@ipv6'" in page
+    # each family's results are its own in the status page's recent results and charts (they shared one ring)
+    assert "<td class='name'>dual@ipv4</td>" in page and "<td class='name'>dual@ipv6</td>" in page
+    assert "dual@ipv4 us-east-1" in page and "dual@ipv6 us-east-1" in page  # the charts' names

@@ -120,7 +120,7 @@ def _target_section(snap: TargetSnapshot, recent: RecentProbes | None, now: floa
     if recent is not None:
         head.append(f"Last {recent.per_region} probes")
     family = f", {_e(info.ip_family)}" if info.ip_family else ""  # one section per family of ip_families
-    anchor = info.name if info.ip_family is None else f"{info.name}@{info.ip_family}"
+    anchor = info.key
     parts = [
         f"<section><h2 id='{_e(anchor)}'>{_e(info.name)} "
         f"<small>({_e(info.service)}, {_e(info.probe)} probe{family})</small></h2>",
@@ -170,7 +170,7 @@ def _ranking_row(snap: TargetSnapshot, entry: RankedRegion, recent: RecentProbes
         f"<td class='when'>{age}</td><td class='error'>{error}</td>",
     ]
     if recent is not None:
-        cells.append(f"<td>{latency_chart(recent.series(snap.info.name, region), f'{snap.info.name} {region}')}</td>")
+        cells.append(f"<td>{latency_chart(recent.series(snap.info.key, region), f'{snap.info.key} {region}')}</td>")
     cells.append("</tr>")
     return "".join(cells)
 
