@@ -173,3 +173,20 @@ def test_probe_results_carry_the_address_and_tls_version(local_servers: ServerGr
     assert result.ok and result.address in ("127.0.0.1", "::1") and result.tls_version == "TLSv1.3"
     refused = get_probe("tcp")(Target("s", "r", f"127.0.0.1:{free_port()}"), 1.0)
     assert not refused.ok and refused.address == "127.0.0.1" and refused.tls_version is None
+
+
+def test_a_dual_stack_target_is_debugged_one_family_at_a_time(tmp_path: Path, local_servers: ServerGroup) -> None:
+    """The two families of a target with ip_families share its name: `/probe` asks which one (it probed the last
+    family configured, whichever was asked for)."""
+    server = local_servers.https(Reply(status=200))
+    target = https_target("dual", {"eu-west-1": server.url}, local_servers.ca.ca_file)
+    config = resolved(tmp_path, [{**target, "ip_families": ["ipv4", "ipv6"]}])
+    debug = debugger(config)
+    both = debug.respond("target=dual&region=eu-west-1&debug=true")
+    assert both.status == 404
+    assert both.body.decode().startswith("target dual probes 2 IP families: ask for one, dual@ipv4 or dual@ipv6")
+    assert server.requests == []
+    v4 = debug.respond("target=dual@ipv4&region=eu-west-1&debug=true").body.decode()
+    assert "target=dual@ipv4" in v4 and "Probe succeeded" in v4
+    v6 = debug.respond("target=dual@ipv6&region=eu-west-1&debug=true").body.decode()
+    assert "ip_family_unavailable" in v6 and len(server.requests) == 1  # 127.0.0.1 has no IPv6 path

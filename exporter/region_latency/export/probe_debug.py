@@ -30,7 +30,8 @@ from region_latency.probes.base import ProbeFn, ProbeResult, Target, parse_endpo
 from region_latency.targets import ResolvedConfig
 
 QUERY_KEYS = ("target", "region", "debug")
-USAGE = "use /probe?target=NAME&region=REGION&debug=true (a configured target and one of its regions)"
+USAGE = ("use /probe?target=NAME&region=REGION&debug=true (a configured target, NAME@ipv4 or NAME@ipv6 for one family "
+         "of a target with ip_families, and one of its regions)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +105,16 @@ class ProbeDebugger:
                               ("X-Content-Type-Options", "nosniff")), body.encode())
 
     def lookup(self, name: str, region: str) -> DebugTarget | str:
-        """The configured target `name` in `region`, or why not (one line)."""
+        """The configured target `name` in `region`, or why not (one line). `name` is a target's name, or for one
+        IP family of a target with `ip_families` its key, `<name>@ipv4` / `<name>@ipv6` (the name alone would not
+        say which family)."""
         config = self._configured()
-        targets = {t.name: t for t in config.targets}
+        targets = {t.key: t for t in config.targets}
         target = targets.get(name)
         if target is None:
+            families = sorted(key for key, t in targets.items() if t.name == name)
+            if families:
+                return f"target {name} probes {len(families)} IP families: ask for one, {' or '.join(families)}"
             known = ", ".join(sorted(targets)) or "none"
             return f"no configured target {_show(name)} (configured: {known})"
         if region not in target.regions:

@@ -158,7 +158,7 @@ def _ranking_row(snap: TargetSnapshot, entry: RankedRegion, recent: RecentProbes
     last = snap.last_probe.get(region)
     error = "" if last is None or last.success else _e(f"{last.error}: {last.detail}")
     age = "never" if stats is None or stats.last_sample_at is None else _age(now - stats.last_sample_at)
-    debug = _e("/probe?" + urlencode({"target": snap.info.name, "region": region, "debug": "true"}))
+    debug = _e("/probe?" + urlencode({"target": snap.info.key, "region": region, "debug": "true"}))
     cells = [
         f"<tr data-region='{_e(region)}' class='{entry.state.value}-row'>",
         f"<td class='num'>{entry.rank or '&ndash;'}</td>",
