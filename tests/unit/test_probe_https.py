@@ -505,3 +505,25 @@ def test_measure_must_be_ttfb_warm_or_cold() -> None:
     with pytest.raises(ValueError, match="'measure' must be ttfb, warm or cold"):
         https_probe.HttpsOptions.parse({"measure": "hot"})
     assert https_probe.HttpsOptions.parse({}).measure == "ttfb"
+
+
+def test_a_server_that_switches_protocols_ends_the_probe_at_its_answer() -> None:
+    """`method: CONNECT` answered 200 switches the connection away from HTTP: h11 pauses there, and the probe
+    takes the answer instead of asking h11 for events forever."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        result, elapsed = timed(target(f"http://127.0.0.1:{server.getsockname()[1]}", method="CONNECT"), 3.0)
+    finally:
+        server.close()
+    assert result.ok and result.status == 200, result
+    assert elapsed < 1.0

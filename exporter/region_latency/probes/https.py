@@ -257,8 +257,8 @@ class Exchange:
                 received += len(answer.data)
                 if received >= MAX_BODY:  # enough for `total`; the connection cannot carry another request
                     return status or 0
-            elif isinstance(answer, h11.EndOfMessage | h11.ConnectionClosed):
-                return status or 0
+            elif isinstance(answer, h11.EndOfMessage | h11.ConnectionClosed) or answer is h11.PAUSED:
+                return status or 0  # PAUSED: the server switched protocols (a CONNECT or Upgrade answered)
             # h11.InformationalResponse (1xx): the final response follows
 
     def reusable(self) -> bool:
