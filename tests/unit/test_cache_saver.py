@@ -183,3 +183,39 @@ def test_pending_samples_are_written_at_interpreter_exit(tmp_path: Path) -> None
                          check=False)
     assert run.returncode == 0 and run.stderr == "", run.stderr
     assert json.loads(path.read_text())[CACHE_KEY]["counts"] == {"r": 2}
+
+
+def test_marks_made_while_a_timed_write_is_starting_wait_for_the_next_slot() -> None:
+    """The timer that starts a write cleared itself before the write stamped its start: a mark made in between saw
+    no timer and no write yet and started a timer of 0 s, which wrote again right after the first write (a
+    clean-clone CI run saw 4 writes where the interval allows the prompt one and a trailing one). The write's
+    start is now stamped with the timer's end, so such a mark waits for the interval."""
+    writing, finish = threading.Event(), threading.Event()
+
+    class SlowFirstWrite(FlakyCache):
+        def set(self, key: str, value: Any) -> None:
+            if self.attempts == 0:
+                writing.set()
+                finish.wait(5)
+            super().set(key, value)
+
+    cache = SlowFirstWrite(down=False)
+    saver = CacheSaver(cache, lambda: {}, interval=30.0)
+    try:
+        with saver._save_lock:  # the first timed write stops between clearing its timer and stamping its start
+            saver.mark_dirty()
+            deadline = time.monotonic() + 5
+            while saver._timer is not None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert saver._timer is None  # fired and cleared
+            saver.mark_dirty()  # in the window
+            time.sleep(0.1)  # a timer of 0 s would have fired by now
+        assert writing.wait(5)
+        saver.mark_dirty()  # during the first write: pending for the next slot
+        finish.set()
+        time.sleep(0.3)
+        assert cache.attempts == 1  # not a second write at once; the trailing one comes 30 s later
+        assert saver.pending
+    finally:
+        finish.set()
+        saver.close()

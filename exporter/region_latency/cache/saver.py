@@ -204,6 +204,9 @@ class CacheSaver:
             if self._timer is not timer:
                 return  # cancelled or replaced while it was firing
             self._timer = None
+            # the write starts now, with the timer's end: a mark made before _save stamps it again must wait for
+            # the interval, not find no timer and no recent write and start a write of its own at once
+            self._last_attempt = self._monotonic()
         if not self._save():
             self._kick()  # schedules the retry
 
