@@ -19,7 +19,8 @@ would let a server that trickles bytes or accepts and never answers hold a probe
 The layer makes its own sockets (TCP_NODELAY set before connecting) and runs its own TLS handshake loop,
 so `connect` covers the kernel connect alone and `tls` the handshake's network part (ClientHello sent ->
 the server's flight received), not the client's own TLS CPU. httpcore's connection and pool layers on top
-of h11 cost a third of a probe's CPU and did nothing the probe needs (bench/probe_cpu.py).
+of h11 cost about a fifth of a probe's CPU at the exporter's cadence and did nothing the probe needs
+(bench/probe_cpu.py).
 
 Options (`HttpsOptions`, validated once when the configuration loads):
   path         request path and query (default: the URL's path, else "/")
