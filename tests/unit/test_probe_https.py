@@ -527,3 +527,21 @@ def test_a_server_that_switches_protocols_ends_the_probe_at_its_answer() -> None
         server.close()
     assert result.ok and result.status == 200, result
     assert elapsed < 1.0
+
+
+@pytest.mark.usefixtures("kept_closed")
+def test_warm_connects_once_when_the_endpoint_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a kept connection that breaks under the request is replaced; a connect that fails is the answer (it
+    was tried twice)."""
+    calls: list[str] = []
+    real = https_probe.DeadlineBackend.connect_tcp
+
+    def counting(self: https_probe.DeadlineBackend, host: str, port: int, *args: Any, **kwargs: Any
+                 ) -> https_probe.DeadlineStream:
+        calls.append(host)
+        return real(self, host, port, *args, **kwargs)
+
+    monkeypatch.setattr(https_probe.DeadlineBackend, "connect_tcp", counting)
+    result = probe(target(f"http://127.0.0.1:{free_port()}", measure="warm"), 2.0)
+    assert result.error is ErrorKind.REFUSED, result
+    assert calls == ["127.0.0.1"]

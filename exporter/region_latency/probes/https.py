@@ -414,18 +414,19 @@ def _warm_request(
         while True:
             kept.backend.begin(deadline)
             exchange = kept.exchange
+            reused = exchange is not None and exchange.reusable()
             try:
-                if exchange is None or not exchange.reusable():
+                if not reused:
                     kept.close()
                     exchange = kept.exchange = Exchange()
                     exchange.connect(kept.backend, endpoint, address, context)
+                assert exchange is not None
                 status = exchange.request(event)
             except Exception as exc:
                 step = exchange.step if exchange is not None else "connect_tcp"
                 kept.close()
-                if (not isinstance(exc, StreamTimeoutError) and kept.backend.stamps.connect is None and broken == 0
-                        and not deadline.expired):
-                    broken += 1  # a kept connection the server had closed: connect again
+                if reused and not isinstance(exc, StreamTimeoutError) and broken == 0 and not deadline.expired:
+                    broken += 1  # a kept connection the server had closed under the request: connect again
                     continue
                 raise _probe_error(exc, step, deadline, options) from None
             stamps = kept.backend.stamps
