@@ -264,7 +264,8 @@ class Exchange:
 
     def reusable(self) -> bool:
         """Whether the connection can carry the next request (`measure: warm`): the last exchange finished on both
-        sides, neither asked to close, and nothing arrived while it was idle (a FIN, or bytes nobody asked for)."""
+        sides, neither asked to close, and nothing arrived while it was idle (a FIN, or bytes nobody asked for).
+        When it can, h11 is readied for that request (its next cycle started): ask once per request."""
         if self.stream is None or self.http.our_state is not h11.DONE or self.http.their_state is not h11.DONE:
             return False
         if self.stream.readable_now():
